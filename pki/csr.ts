@@ -1,0 +1,207 @@
+/**
+ * PKCS#10 (RFC 2986) certificate requests: parse, prove possession (the request's own signature), and
+ * admit only the key types Fleet issues for. Each refusal has its own code.
+ */
+import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import * as der from './der.ts';
+import { PkiError } from './errors.ts';
+import { assertValidId } from './ids.ts';
+import { OID } from './oids.ts';
+
+export const CSR_MAX_BYTES = 16 * 1024;
+
+export type CsrKeyType = 'P-256' | 'P-384' | 'Ed25519' | 'RSA';
+
+export interface CheckedCsr {
+  /** SubjectPublicKeyInfo DER, as the certificate will carry it. */
+  readonly spki: Buffer;
+  readonly spkiSha256: string;
+  readonly keyType: CsrKeyType;
+  /** RSA modulus bits; curve size for EC. */
+  readonly keyBits: number;
+  /** Subject CN, when the CSR has one. */
+  readonly commonName: string | undefined;
+}
+
+const SIG_ALGS: Record<string, string | null> = {
+  [OID.ecdsaWithSHA256]: 'sha256',
+  [OID.ecdsaWithSHA384]: 'sha384',
+  [OID.ecdsaWithSHA512]: 'sha512',
+  [OID.sha256WithRSAEncryption]: 'sha256',
+  [OID.sha384WithRSAEncryption]: 'sha384',
+  [OID.sha512WithRSAEncryption]: 'sha512',
+  [OID.ed25519]: null,
+};
+
+/** Accepts DER, a PEM `CERTIFICATE REQUEST` (or `NEW CERTIFICATE REQUEST`), or bare base64 (EST). */
+export function csrToDer(input: Buffer | string): Buffer {
+  if (typeof input === 'string' || (input.length > 0 && input[0] !== 0x30)) {
+    const text = typeof input === 'string' ? input : input.toString('latin1');
+    if (text.length > CSR_MAX_BYTES * 2)
+      throw new PkiError('CSR_TOO_LARGE', `the CSR is over ${CSR_MAX_BYTES} bytes`);
+    if (text.includes('-----BEGIN')) {
+      const blocks = [
+        ...der.fromPemAll(text, 'CERTIFICATE REQUEST'),
+        ...der.fromPemAll(text, 'NEW CERTIFICATE REQUEST'),
+      ];
+      if (blocks.length !== 1)
+        throw new PkiError('CSR_MALFORMED', 'expected exactly one PEM CERTIFICATE REQUEST block');
+      return blocks[0]!;
+    }
+    const b64 = text.replace(/[\r\n\t ]/g, '');
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64))
+      throw new PkiError('CSR_MALFORMED', 'the CSR is neither DER, PEM nor base64');
+    return Buffer.from(b64, 'base64');
+  }
+  return input;
+}
+
+function fail(msg: string, cause?: unknown): never {
+  throw new PkiError('CSR_MALFORMED', `the CSR is malformed: ${msg}`, { cause });
+}
+
+/** Reads the subject CN (the last one, as the most specific RDN) from an encoded Name. */
+export function nameCommonName(buf: Buffer, name: der.Node): string | undefined {
+  let cn: string | undefined;
+  for (const rdnSet of der.children(buf, name)) {
+    for (const atv of der.children(buf, rdnSet)) {
+      const [t, v] = der.children(buf, atv);
+      if (!t || !v || t.tag !== der.TAG.OID) throw new der.DerError('bad AttributeTypeAndValue');
+      if (der.decodeOid(der.contents(buf, t)) === OID.commonName) {
+        if (
+          v.tag !== der.TAG.UTF8_STRING &&
+          v.tag !== der.TAG.PRINTABLE_STRING &&
+          v.tag !== der.TAG.IA5_STRING
+        ) {
+          throw new PkiError(
+            'CSR_SUBJECT_INVALID',
+            'the subject CN must be a UTF8String, PrintableString or IA5String',
+          );
+        }
+        cn = der.contents(buf, v).toString('utf8');
+      }
+    }
+  }
+  return cn;
+}
+
+function classifyKey(key: KeyObject): { keyType: CsrKeyType; keyBits: number } {
+  switch (key.asymmetricKeyType) {
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      if (curve === 'prime256v1') return { keyType: 'P-256', keyBits: 256 };
+      if (curve === 'secp384r1') return { keyType: 'P-384', keyBits: 384 };
+      throw new PkiError(
+        'CSR_CURVE_UNSUPPORTED',
+        `the key's curve ${curve ?? 'unknown'} is not accepted; use P-256 or P-384`,
+      );
+    }
+    case 'ed25519':
+      return { keyType: 'Ed25519', keyBits: 256 };
+    case 'rsa': {
+      const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+      if (bits < 2048)
+        throw new PkiError('CSR_KEY_TOO_WEAK', `an RSA key of ${bits} bits is too weak; 2048 is the minimum`);
+      if (bits > 8192)
+        throw new PkiError('CSR_KEY_UNSUPPORTED', `an RSA key of ${bits} bits is over the 8192-bit limit`);
+      return { keyType: 'RSA', keyBits: bits };
+    }
+    default:
+      throw new PkiError(
+        'CSR_KEY_UNSUPPORTED',
+        `the key type ${key.asymmetricKeyType ?? 'unknown'} is not accepted`,
+      );
+  }
+}
+
+/**
+ * Parses and checks a CSR. `expectedId`, when given, must be a valid id, and a CN in the CSR must equal it
+ * (an absent CN is fine: the certificate's CN comes from the id, never from the CSR).
+ */
+export function checkCsr(input: Buffer | string, expectedId?: string): CheckedCsr {
+  if (expectedId !== undefined) assertValidId(expectedId, 'id');
+  const buf = csrToDer(input);
+  if (buf.length > CSR_MAX_BYTES)
+    throw new PkiError('CSR_TOO_LARGE', `the CSR is over ${CSR_MAX_BYTES} bytes`);
+  let infoNode: der.Node;
+  let spkiNode: der.Node;
+  let subjectNode: der.Node;
+  let sigAlgOid: string;
+  let sigParams: der.Node | undefined;
+  let sig: Buffer;
+  try {
+    const top = der.read(buf);
+    if (top.end !== buf.length) fail('trailing bytes after the request');
+    der.expect(top, der.TAG.SEQUENCE, 'CertificationRequest');
+    const [info, alg, sigBits, extra] = der.children(buf, top);
+    if (extra) fail('too many fields');
+    infoNode = der.expect(info, der.TAG.SEQUENCE, 'certificationRequestInfo');
+    const algNode = der.expect(alg, der.TAG.SEQUENCE, 'signatureAlgorithm');
+    const [algOid, params] = der.children(buf, algNode);
+    sigAlgOid = der.decodeOid(der.contents(buf, der.expect(algOid, der.TAG.OID, 'algorithm')));
+    sigParams = params;
+    const sb = der.expect(sigBits, der.TAG.BIT_STRING, 'signature');
+    if (buf[sb.contentStart] !== 0) fail('signature has unused bits');
+    sig = buf.subarray(sb.contentStart + 1, sb.end);
+    const [version, subject, spki, attrs] = der.children(buf, infoNode);
+    const v = der.expect(version, der.TAG.INTEGER, 'version');
+    if (v.end - v.contentStart !== 1 || buf[v.contentStart] !== 0) fail('version must be 0 (v1)');
+    subjectNode = der.expect(subject, der.TAG.SEQUENCE, 'subject');
+    spkiNode = der.expect(spki, der.TAG.SEQUENCE, 'subjectPKInfo');
+    if (attrs && attrs.tag !== 0xa0) fail('attributes must be [0]');
+  } catch (e) {
+    if (e instanceof PkiError) throw e;
+    fail(e instanceof Error ? e.message : 'unparseable', e);
+  }
+  if (!(sigAlgOid in SIG_ALGS)) {
+    throw new PkiError(
+      'CSR_SIGNATURE_ALGORITHM_UNSUPPORTED',
+      `the CSR signature algorithm ${sigAlgOid} is not accepted`,
+    );
+  }
+  const spki = der.whole(buf, spkiNode);
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch (cause) {
+    throw new PkiError('CSR_KEY_UNSUPPORTED', 'the CSR public key could not be read', { cause });
+  }
+  const { keyType, keyBits } = classifyKey(key);
+  const hash = SIG_ALGS[sigAlgOid]!;
+  const sigIsEc = sigAlgOid.startsWith('1.2.840.10045.4');
+  const sigIsRsa = sigAlgOid.startsWith('1.2.840.113549.1.1');
+  const matches =
+    (sigIsEc && (keyType === 'P-256' || keyType === 'P-384')) ||
+    (sigIsRsa && keyType === 'RSA') ||
+    (sigAlgOid === OID.ed25519 && keyType === 'Ed25519');
+  if (!matches)
+    throw new PkiError('CSR_SIGNATURE_INVALID', 'the CSR signature algorithm does not fit its key');
+  if (sigIsEc && sigParams) fail('ECDSA signature algorithm must have absent parameters');
+  let ok = false;
+  try {
+    ok = verify(hash, der.whole(buf, infoNode), key, sig);
+  } catch (cause) {
+    throw new PkiError('CSR_SIGNATURE_INVALID', 'the CSR signature does not verify', { cause });
+  }
+  if (!ok)
+    throw new PkiError('CSR_SIGNATURE_INVALID', 'the CSR signature does not verify (no proof of possession)');
+  let commonName: string | undefined;
+  try {
+    commonName = nameCommonName(buf, subjectNode);
+  } catch (e) {
+    if (e instanceof PkiError) throw e;
+    fail('the subject name is malformed', e);
+  }
+  if (commonName !== undefined && expectedId !== undefined && commonName !== expectedId) {
+    throw new PkiError('CSR_SUBJECT_MISMATCH', 'the CSR subject CN disagrees with the requested id', {
+      details: { expected: expectedId },
+    });
+  }
+  return Object.freeze({
+    spki: Buffer.from(spki),
+    spkiSha256: createHash('sha256').update(spki).digest('hex'),
+    keyType,
+    keyBits,
+    commonName,
+  });
+}
