@@ -1,0 +1,247 @@
+/**
+ * The registry schema, as code. Row types are derived from it (`typeof devices.$inferSelect`); migrations
+ * are generated from it with `npm run db:generate` (drizzle-kit) and committed under registry/migrations/.
+ *
+ * Conventions: times are timestamptz (UTC), serials and hashes lowercase hex, statuses are text constrained
+ * by CHECK (simpler to evolve than PostgreSQL enums).
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  boolean,
+  check,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+export const SUBJECT_KINDS = ['device', 'service', 'station', 'operator'] as const;
+export type SubjectKind = (typeof SUBJECT_KINDS)[number];
+export const PRINCIPAL_KINDS = ['service', 'station', 'operator'] as const;
+export type PrincipalKind = (typeof PRINCIPAL_KINDS)[number];
+
+/** A device, service, station or operator: suspended is reversible, revoked is final. */
+export const SUBJECT_STATUSES = ['active', 'suspended', 'revoked'] as const;
+export type SubjectStatus = (typeof SUBJECT_STATUSES)[number];
+
+export const CERTIFICATE_STATUSES = ['active', 'superseded', 'revoked'] as const;
+export type CertificateStatus = (typeof CERTIFICATE_STATUSES)[number];
+
+/** RFC 5280 §5.3.1 CRLReason names (value 7 is unused; removeFromCRL only appears in delta CRLs). */
+export const REVOCATION_REASONS = [
+  'unspecified',
+  'keyCompromise',
+  'cACompromise',
+  'affiliationChanged',
+  'superseded',
+  'cessationOfOperation',
+  'certificateHold',
+  'removeFromCRL',
+  'privilegeWithdrawn',
+  'aACompromise',
+] as const;
+export type RevocationReason = (typeof REVOCATION_REASONS)[number];
+
+/** Numeric CRLReason codes, RFC 5280 §5.3.1. */
+export const REVOCATION_REASON_CODES: Readonly<Record<RevocationReason, number>> = Object.freeze({
+  unspecified: 0,
+  keyCompromise: 1,
+  cACompromise: 2,
+  affiliationChanged: 3,
+  superseded: 4,
+  cessationOfOperation: 5,
+  certificateHold: 6,
+  removeFromCRL: 8,
+  privilegeWithdrawn: 9,
+  aACompromise: 10,
+});
+
+export const AUDIT_OUTCOMES = ['success', 'failure', 'denied'] as const;
+export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
+
+const inList = (values: readonly string[]) => sql.raw(values.map((v) => `'${v}'`).join(', '));
+
+const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({
+  dataType: () => 'bytea',
+  // Both drivers hand back Buffer/Uint8Array; normalise to a plain Uint8Array view.
+  fromDriver: (v) => (v instanceof Uint8Array ? v : new Uint8Array(v as ArrayLike<number>)),
+});
+
+const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const devices = pgTable(
+  'devices',
+  {
+    id: text('id').primaryKey(),
+    product: text('product').notNull(),
+    fleet: text('fleet').notNull(),
+    status: text('status', { enum: SUBJECT_STATUSES }).notNull().default('active'),
+    revocationReason: text('revocation_reason', { enum: REVOCATION_REASONS }),
+    revokedAt: tz('revoked_at'),
+    statusChangedAt: tz('status_changed_at'),
+    /** Station id that enrolled it (null when enrolled another way, e.g. by an operator). */
+    enrolledBy: text('enrolled_by'),
+    createdAt: tz('created_at').notNull().defaultNow(),
+    /** Set by an operator "reset": the next enrollment of this id may replace its certificate. */
+    reenrollAllowed: boolean('reenroll_allowed').notNull().default(false),
+  },
+  (t) => [
+    check('devices_status_check', sql`${t.status} in (${inList(SUBJECT_STATUSES)})`),
+    check(
+      'devices_revocation_reason_check',
+      sql`${t.revocationReason} is null or ${t.revocationReason} in (${inList(REVOCATION_REASONS)})`,
+    ),
+    index('devices_enrolled_by_created_idx').on(t.enrolledBy, t.createdAt),
+    index('devices_product_idx').on(t.product),
+    index('devices_created_idx').on(t.createdAt),
+    index('devices_not_active_idx').on(t.status).where(sql`${t.status} <> 'active'`),
+  ],
+);
+
+export const certificates = pgTable(
+  'certificates',
+  {
+    serial: text('serial').primaryKey(),
+    subjectKind: text('subject_kind', { enum: SUBJECT_KINDS }).notNull(),
+    subjectId: text('subject_id').notNull(),
+    /** Name of the issuing CA (e.g. 'device', 'infrastructure'). */
+    issuerCa: text('issuer_ca').notNull(),
+    der: bytea('der').notNull(),
+    fingerprintSha256: text('fingerprint_sha256').notNull(),
+    /** SHA-256 of the SubjectPublicKeyInfo DER: same device + same key = same certificate back. */
+    spkiSha256: text('spki_sha256').notNull(),
+    notBefore: tz('not_before').notNull(),
+    notAfter: tz('not_after').notNull(),
+    status: text('status', { enum: CERTIFICATE_STATUSES }).notNull().default('active'),
+    revocationReason: text('revocation_reason', { enum: REVOCATION_REASONS }),
+    revokedAt: tz('revoked_at'),
+    supersededBy: text('superseded_by'),
+    createdAt: tz('created_at').notNull().defaultNow(),
+    /** Station id that enrolled it, when a station did. */
+    enrolledBy: text('enrolled_by'),
+  },
+  (t) => [
+    check('certificates_serial_check', sql`${t.serial} ~ '^[0-9a-f]{1,40}$'`),
+    check('certificates_fingerprint_check', sql`${t.fingerprintSha256} ~ '^[0-9a-f]{64}$'`),
+    check('certificates_spki_check', sql`${t.spkiSha256} ~ '^[0-9a-f]{64}$'`),
+    check('certificates_subject_kind_check', sql`${t.subjectKind} in (${inList(SUBJECT_KINDS)})`),
+    check('certificates_status_check', sql`${t.status} in (${inList(CERTIFICATE_STATUSES)})`),
+    check(
+      'certificates_revocation_reason_check',
+      sql`${t.revocationReason} is null or ${t.revocationReason} in (${inList(REVOCATION_REASONS)})`,
+    ),
+    uniqueIndex('certificates_fingerprint_idx').on(t.fingerprintSha256),
+    index('certificates_subject_idx').on(t.subjectKind, t.subjectId, t.spkiSha256),
+    index('certificates_enrolled_by_created_idx').on(t.enrolledBy, t.createdAt),
+    index('certificates_not_after_idx').on(t.notAfter),
+    index('certificates_revoked_idx').on(t.issuerCa).where(sql`${t.status} = 'revoked'`),
+  ],
+);
+
+export const principals = pgTable(
+  'principals',
+  {
+    kind: text('kind', { enum: PRINCIPAL_KINDS }).notNull(),
+    id: text('id').notNull(),
+    status: text('status', { enum: SUBJECT_STATUSES }).notNull().default('active'),
+    revocationReason: text('revocation_reason', { enum: REVOCATION_REASONS }),
+    revokedAt: tz('revoked_at'),
+    statusChangedAt: tz('status_changed_at'),
+    /** Station: the products it may enroll (null = none until an operator sets a scope). */
+    products: text('products').array(),
+    /** Station: enrollments allowed per rolling hour (null = unlimited). */
+    hourlyQuota: integer('hourly_quota'),
+    /** Service: the role its MQTT policy grants. */
+    role: text('role'),
+    createdAt: tz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.kind, t.id] }),
+    check('principals_kind_check', sql`${t.kind} in (${inList(PRINCIPAL_KINDS)})`),
+    check('principals_status_check', sql`${t.status} in (${inList(SUBJECT_STATUSES)})`),
+    check(
+      'principals_revocation_reason_check',
+      sql`${t.revocationReason} is null or ${t.revocationReason} in (${inList(REVOCATION_REASONS)})`,
+    ),
+    check('principals_quota_check', sql`${t.hourlyQuota} is null or ${t.hourlyQuota} >= 0`),
+    index('principals_not_active_idx').on(t.status).where(sql`${t.status} <> 'active'`),
+  ],
+);
+
+/** Append-only. `actor` and `subject` are references of the form `<kind>:<id>` (see `ref()`). */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: tz('at').notNull().defaultNow(),
+    actor: text('actor').notNull(),
+    action: text('action').notNull(),
+    subject: text('subject'),
+    outcome: text('outcome', { enum: AUDIT_OUTCOMES }).notNull(),
+    details: jsonb('details').$type<Record<string, unknown>>(),
+  },
+  (t) => [
+    check('audit_outcome_check', sql`${t.outcome} in (${inList(AUDIT_OUTCOMES)})`),
+    index('audit_actor_idx').on(t.actor, t.id),
+    index('audit_subject_idx').on(t.subject, t.id),
+    index('audit_action_idx').on(t.action, t.id),
+    index('audit_at_idx').on(t.at),
+  ],
+);
+
+export const presence = pgTable(
+  'presence',
+  {
+    kind: text('kind', { enum: SUBJECT_KINDS }).notNull(),
+    id: text('id').notNull(),
+    connected: boolean('connected').notNull(),
+    lastSeen: tz('last_seen').notNull(),
+    remoteAddress: text('remote_address'),
+    brokerNode: text('broker_node'),
+    connectedAt: tz('connected_at'),
+    disconnectedAt: tz('disconnected_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.kind, t.id] }),
+    check('presence_kind_check', sql`${t.kind} in (${inList(SUBJECT_KINDS)})`),
+  ],
+);
+
+/**
+ * Every status change of a subject or a single certificate, in order. max(seq) is the revocation
+ * generation brokers compare against. A trigger NOTIFYs `fleet_status` for each row (see migrations).
+ */
+export const statusChanges = pgTable(
+  'status_changes',
+  {
+    seq: bigserial('seq', { mode: 'number' }).primaryKey(),
+    kind: text('kind', { enum: SUBJECT_KINDS }).notNull(),
+    id: text('id').notNull(),
+    /** Set when one certificate changed, null when the whole subject did. */
+    serial: text('serial'),
+    status: text('status', { enum: [...SUBJECT_STATUSES, 'superseded'] as const }).notNull(),
+    reason: text('reason', { enum: REVOCATION_REASONS }),
+    actor: text('actor').notNull(),
+    at: tz('at').notNull().defaultNow(),
+  },
+  (t) => [
+    check(
+      'status_changes_status_check',
+      sql`${t.status} in ('active', 'suspended', 'revoked', 'superseded')`,
+    ),
+    index('status_changes_subject_idx').on(t.kind, t.id),
+  ],
+);
+
+export type DeviceRow = typeof devices.$inferSelect;
+export type CertificateRow = typeof certificates.$inferSelect;
+export type PrincipalRow = typeof principals.$inferSelect;
+export type AuditRow = typeof auditLog.$inferSelect;
+export type PresenceRow = typeof presence.$inferSelect;
+export type StatusChangeRow = typeof statusChanges.$inferSelect;
