@@ -72,8 +72,10 @@ export function buildCrl(o: CrlOptions): BuiltCrl {
   const revoked: Buffer[] = [];
   for (const e of o.entries) {
     const serial = canonicalSerial(e.serial);
+    // hasOwn, not a lookup: `REVOCATION_REASONS['toString']` is a function, not undefined.
+    if (!isRevocationReason(e.reason))
+      throw new PkiError('CRL_INVALID', `unknown revocation reason ${String(e.reason)}`);
     const code = REVOCATION_REASONS[e.reason];
-    if (code === undefined) throw new PkiError('CRL_INVALID', `unknown revocation reason ${e.reason}`);
     // RFC 5280 §5.3.1: the reasonCode "unspecified" SHOULD be absent rather than present.
     const entryExts =
       code === 0 ? [] : [der.seq(ext(OID.cRLReason, der.tlv(der.TAG.ENUMERATED, Buffer.from([code]))))];

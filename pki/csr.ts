@@ -114,6 +114,38 @@ function classifyKey(key: KeyObject): { keyType: CsrKeyType; keyBits: number } {
   }
 }
 
+const KEY_ALGS = new Set<string>([OID.ecPublicKey, OID.ed25519, OID.rsaEncryption]);
+const CURVES = new Set<string>([OID.prime256v1, OID.secp384r1]);
+
+/**
+ * Refuses key types and curves by their OIDs before asking node:crypto to read the key, so an unknown
+ * algorithm is CSR_KEY_UNSUPPORTED, an unknown curve CSR_CURVE_UNSUPPORTED, and a key that fails to load
+ * after that is a broken key (CSR_MALFORMED), not an unsupported one.
+ */
+function checkSpkiAlgorithm(buf: Buffer, spkiNode: der.Node): void {
+  let alg: string;
+  let curve: string | undefined;
+  try {
+    const [algId] = der.children(buf, spkiNode);
+    const [algOid, params] = der.children(buf, der.expect(algId, der.TAG.SEQUENCE, 'algorithm'));
+    alg = der.decodeOid(der.contents(buf, der.expect(algOid, der.TAG.OID, 'algorithm')));
+    if (params?.tag === der.TAG.OID) curve = der.decodeOid(der.contents(buf, params));
+  } catch (e) {
+    fail('the public key algorithm is malformed', e);
+  }
+  if (!KEY_ALGS.has(alg)) {
+    throw new PkiError('CSR_KEY_UNSUPPORTED', `the key algorithm ${alg} is not accepted`, {
+      details: { algorithm: alg },
+    });
+  }
+  if (alg === OID.ecPublicKey && (curve === undefined || !CURVES.has(curve))) {
+    throw new PkiError(
+      'CSR_CURVE_UNSUPPORTED',
+      `the key's curve ${curve ?? '(explicit parameters)'} is not accepted; use P-256 or P-384`,
+    );
+  }
+}
+
 /**
  * Parses and checks a CSR. `expectedId`, when given, must be a valid id, and a CN in the CSR must equal it
  * (an absent CN is fine: the certificate's CN comes from the id, never from the CSR).
@@ -153,7 +185,9 @@ export function checkCsr(input: Buffer | string, expectedId?: string): CheckedCs
     if (e instanceof PkiError) throw e;
     fail(e instanceof Error ? e.message : 'unparseable', e);
   }
-  if (!(sigAlgOid in SIG_ALGS)) {
+  // The key type first: for a key we do not take, that is the reason to name, not its signature algorithm.
+  checkSpkiAlgorithm(buf, spkiNode);
+  if (!Object.hasOwn(SIG_ALGS, sigAlgOid)) {
     throw new PkiError(
       'CSR_SIGNATURE_ALGORITHM_UNSUPPORTED',
       `the CSR signature algorithm ${sigAlgOid} is not accepted`,
@@ -164,7 +198,8 @@ export function checkCsr(input: Buffer | string, expectedId?: string): CheckedCs
   try {
     key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
   } catch (cause) {
-    throw new PkiError('CSR_KEY_UNSUPPORTED', 'the CSR public key could not be read', { cause });
+    // The algorithm is one we take (checked above), so the key itself is broken, e.g. not on its curve.
+    throw new PkiError('CSR_MALFORMED', 'the CSR public key is not a valid key of its type', { cause });
   }
   const { keyType, keyBits } = classifyKey(key);
   const hash = SIG_ALGS[sigAlgOid]!;
