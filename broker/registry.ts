@@ -1,0 +1,54 @@
+/**
+ * What the broker needs from the registry, and nothing more. The broker codes against this small
+ * interface; `fromRegistry()` adapts the real registry (registry/) to it, so tests and benchmarks run
+ * against the real thing (PGlite in-process, PostgreSQL when DATABASE_URL is set).
+ */
+import type { IdentityKind } from '../pki/ids.ts';
+
+export type SubjectStatus = 'active' | 'suspended' | 'revoked';
+
+/** A subject's registry record, as far as MQTT cares: its status and its policy placeholders. */
+export interface SubjectInfo {
+  readonly kind: IdentityKind;
+  readonly id: string;
+  readonly status: SubjectStatus;
+  readonly fleet?: string | undefined;
+  readonly product?: string | undefined;
+  readonly role?: string | undefined;
+}
+
+/** Everything not active, plus revoked certificate serials, at one generation (max change seq). */
+export interface RevokedSnapshot {
+  readonly generation: number;
+  readonly subjects: readonly { kind: IdentityKind; id: string; status: SubjectStatus }[];
+  /** Canonical lowercase hex. */
+  readonly serials: readonly string[];
+}
+
+/** One entry of the change feed. `serial` is set when a single certificate changed. */
+export interface StatusChange {
+  readonly seq: number;
+  readonly kind: IdentityKind;
+  readonly id: string;
+  readonly serial?: string | null | undefined;
+  readonly status: string;
+  /** When the change was committed, if the feed says; revoke-to-close latency is measured from it. */
+  readonly at?: Date | undefined;
+}
+
+export interface PresenceRecord {
+  readonly kind: IdentityKind;
+  readonly id: string;
+  readonly connected: boolean;
+  readonly at: Date;
+  readonly remoteAddress?: string | undefined;
+  readonly brokerNode: string;
+}
+
+export interface BrokerRegistry {
+  lookup(kind: IdentityKind, id: string): Promise<SubjectInfo | undefined>;
+  revokedSet(): Promise<RevokedSnapshot>;
+  /** Subscribes to the change feed; returns the unsubscribe function. */
+  onChange(listener: (change: StatusChange) => void): () => void;
+  recordPresence(batch: readonly PresenceRecord[]): Promise<void>;
+}

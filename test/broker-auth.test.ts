@@ -1,0 +1,130 @@
+/**
+ * Who may connect: the refusal matrix, over real TLS with MQTT.js, against certificates made at test time
+ * by the project's CA code.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Broker } from '../broker/index.ts';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import {
+  type Credentials,
+  caCertificateAsClient,
+  issue,
+  MemoryRegistry,
+  makeCa,
+  startBroker,
+  tempDir,
+  tryConnect,
+} from './helpers/broker.ts';
+
+const DAY = 86_400_000;
+let tmp: ReturnType<typeof tempDir>;
+let ca: CertificateAuthority;
+let other: CertificateAuthority;
+let registry: MemoryRegistry;
+let broker: Broker;
+let port: number;
+const creds: Record<string, Credentials> = {};
+
+beforeAll(async () => {
+  tmp = tempDir();
+  ca = await makeCa(`${tmp.dir}/fleet`);
+  other = await makeCa(`${tmp.dir}/other`, 'Other');
+  registry = new MemoryRegistry();
+  for (const id of ['dev-1', 'dev-revoked', 'dev-suspended', 'dev-serial', 'dev-expired', 'dev-future']) {
+    registry.add('device', id, { fleet: 'f1', product: 'p1' });
+  }
+  registry.add('service', 'ingest');
+  registry.add('station', 'line-1');
+  registry.add('operator', 'alice');
+  registry.setStatus('device', 'dev-revoked', 'revoked');
+  registry.setStatus('device', 'dev-suspended', 'suspended');
+
+  const now = Date.now();
+  creds.device = issue(ca, 'device', 'dev-1');
+  creds.revoked = issue(ca, 'device', 'dev-revoked');
+  creds.suspended = issue(ca, 'device', 'dev-suspended');
+  creds.serial = issue(ca, 'device', 'dev-serial');
+  registry.revokeSerial('device', 'dev-serial', creds.serial.serial);
+  creds.expired = issue(ca, 'device', 'dev-expired', {
+    notBefore: new Date(now - 3 * DAY),
+    notAfter: new Date(now - DAY),
+  });
+  creds.future = issue(ca, 'device', 'dev-future', {
+    notBefore: new Date(now + DAY),
+    notAfter: new Date(now + 3 * DAY),
+  });
+  creds.unknown = issue(ca, 'device', 'dev-unknown');
+  creds.otherCa = issue(other, 'device', 'dev-1');
+  creds.service = issue(ca, 'service', 'ingest');
+  creds.station = issue(ca, 'station', 'line-1');
+  creds.operator = issue(ca, 'operator', 'alice');
+  creds.serverOnly = issue(ca, 'broker', 'dev-1', { dns: ['dev-1.example'] });
+  creds.caCert = caCertificateAsClient(ca);
+  ({ broker, port } = await startBroker(ca, registry));
+});
+
+afterAll(async () => {
+  await broker?.stop();
+  tmp?.remove();
+});
+
+type Expect = 'connected' | 'tls_refused' | 5;
+
+const table: [string, () => Credentials | undefined, string | undefined, Expect][] = [
+  ['a device with its own certificate and client id connects', () => creds.device, undefined, 'connected'],
+  ['a service with its own certificate connects', () => creds.service, undefined, 'connected'],
+  ['no client certificate is refused in the handshake', () => undefined, 'dev-1', 'tls_refused'],
+  [
+    'a certificate from another CA is refused in the handshake',
+    () => creds.otherCa,
+    undefined,
+    'tls_refused',
+  ],
+  ['an expired certificate is refused in the handshake', () => creds.expired, undefined, 'tls_refused'],
+  ['a not yet valid certificate is refused in the handshake', () => creds.future, undefined, 'tls_refused'],
+  ['a serverAuth-only certificate is refused', () => creds.serverOnly, 'dev-1', 'tls_refused'],
+  ['a CA certificate as a client gets CONNACK 5', () => creds.caCert, 'rogue', 5],
+  ['a revoked device gets CONNACK 5', () => creds.revoked, undefined, 5],
+  ['a suspended device gets CONNACK 5', () => creds.suspended, undefined, 5],
+  ['a device whose certificate serial is revoked gets CONNACK 5', () => creds.serial, undefined, 5],
+  ['a device not in the registry gets CONNACK 5', () => creds.unknown, undefined, 5],
+  ['a station certificate on MQTT gets CONNACK 5', () => creds.station, undefined, 5],
+  ['an operator certificate on MQTT gets CONNACK 5', () => creds.operator, undefined, 5],
+  ["a client id other than the certificate's id gets CONNACK 5", () => creds.device, 'dev-2', 5],
+  ['an empty client id gets CONNACK 5', () => creds.device, '', 5],
+];
+
+describe('mTLS CONNECT', () => {
+  it.each(table)('%s', async (_name, who, clientId, expected) => {
+    const c = who();
+    const r = await tryConnect(port, ca, c, clientId === undefined ? {} : { clientId });
+    if (r.outcome === 'connected') await r.client.endAsync();
+    if (expected === 'connected') expect(r.outcome).toBe('connected');
+    else if (expected === 'tls_refused') expect(r.outcome).toBe('closed');
+    else expect(r).toEqual({ outcome: 'connack', code: expected });
+  });
+
+  it('counts refusals by reason and handshakes by outcome', async () => {
+    const text = await broker.metrics.registry.metrics();
+    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="revoked"\} [1-9]/);
+    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="kind_not_allowed"\} [1-9]/);
+    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="client_id_mismatch"\} [1-9]/);
+    expect(text).toMatch(/fleet_tls_handshakes_total\{outcome="ok"\} [1-9]/);
+    expect(text).toMatch(/fleet_tls_handshakes_total\{outcome="(no_certificate|unknown_ca)"\} [1-9]/);
+  });
+});
+
+describe('one live connection per identity', () => {
+  it('a second connection of the same device takes over the first, and the takeover is counted', async () => {
+    const a = await tryConnect(port, ca, creds.device);
+    expect(a.outcome).toBe('connected');
+    const first = (a as { client: import('mqtt').MqttClient }).client;
+    const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    const b = await tryConnect(port, ca, creds.device);
+    expect(b.outcome).toBe('connected');
+    await closed;
+    const text = await broker.metrics.registry.metrics();
+    expect(text).toMatch(/fleet_mqtt_takeovers_total [1-9]/);
+    if (b.outcome === 'connected') await b.client.endAsync();
+  });
+});

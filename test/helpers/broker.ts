@@ -1,0 +1,309 @@
+/**
+ * Test helpers for the broker: a real CA made at test time, credentials for every kind of identity (and
+ * the bad ones the refusal matrix needs), a running broker on a free port, and clients (MQTT.js, raw TLS
+ * with mqtt-packet, mosquitto_pub/sub).
+ */
+import { execFile } from 'node:child_process';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
+import pino from 'pino';
+import { type Broker, type BrokerConfig, brokerConfig, buildBroker } from '../../broker/index.ts';
+import type {
+  BrokerRegistry,
+  PresenceRecord,
+  StatusChange,
+  SubjectInfo,
+  SubjectStatus,
+} from '../../broker/registry.ts';
+import { type CertificateAuthority, createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
+import type { IdentityKind } from '../../pki/ids.ts';
+import { FileKeyStore } from '../../pki/keystore.ts';
+import { buildCaCertificate, certToPem, type ProfileName } from '../../pki/x509.ts';
+
+export interface Credentials {
+  readonly cert: string;
+  readonly key: string;
+  readonly serial: string;
+  readonly id: string;
+}
+
+export function tempDir(prefix = 'fleet-broker-'): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function makeCa(dir: string, organization = 'Fleet'): Promise<CertificateAuthority> {
+  const keys = new FileKeyStore(join(dir, 'keys'), 'test passphrase 0123456789');
+  return createCa(join(dir, 'ca'), keys, { ...DEFAULT_CA_CONFIG, organization });
+}
+
+function newKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return {
+    key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    spki: publicKey.export({ type: 'spki', format: 'der' }),
+  };
+}
+
+/** A certificate and key for `id` from `ca`, with the profile's defaults unless told otherwise. */
+export function issue(
+  ca: CertificateAuthority,
+  profile: ProfileName,
+  id: string,
+  opts: { notBefore?: Date; notAfter?: Date; dns?: string[] } = {},
+): Credentials {
+  const k = newKey();
+  const issued = ca.issue({
+    profile,
+    id,
+    spki: k.spki,
+    ...(profile === 'broker' ? { dns: opts.dns ?? ['localhost'] } : {}),
+    ...(opts.notBefore ? { notBefore: opts.notBefore } : {}),
+    ...(opts.notAfter ? { notAfter: opts.notAfter } : {}),
+  });
+  return { cert: certToPem(issued.der), key: k.key, serial: issued.serial, id };
+}
+
+/** A CA certificate (signed by the fleet root) with its key, to present as a client. */
+export function caCertificateAsClient(ca: CertificateAuthority): Credentials {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
+  const cert = buildCaCertificate({
+    subject: { commonName: 'rogue', organization: 'Fleet' },
+    subjectSpki: spki,
+    issuerSigner: ca.rootSigner!,
+    issuerCertificate: ca.root,
+    pathLen: 0,
+    validityDays: 30,
+  });
+  return {
+    cert: certToPem(cert),
+    key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    serial: '',
+    id: 'rogue',
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ registry
+
+/**
+ * An in-memory registry that behaves like the real one towards the broker (status, revoked set with a
+ * generation, change feed). Used until registry/ lands; see the adapter in broker/registry.ts.
+ */
+export class MemoryRegistry implements BrokerRegistry {
+  private readonly subjects = new Map<string, SubjectInfo>();
+  private readonly revokedSerials = new Set<string>();
+  private readonly listeners = new Set<(c: StatusChange) => void>();
+  private seq = 0;
+  readonly presence: PresenceRecord[] = [];
+  lookups = 0;
+
+  add(kind: IdentityKind, id: string, attrs: { fleet?: string; product?: string; role?: string } = {}): void {
+    this.subjects.set(`${kind}:${id}`, { kind, id, status: 'active', ...attrs });
+  }
+
+  setStatus(kind: IdentityKind, id: string, status: SubjectStatus): void {
+    const k = `${kind}:${id}`;
+    const s = this.subjects.get(k);
+    if (!s) throw new Error(`no ${k}`);
+    this.subjects.set(k, { ...s, status });
+    this.emit({ seq: ++this.seq, kind, id, status, at: new Date() });
+  }
+
+  revokeSerial(kind: IdentityKind, id: string, serial: string): void {
+    this.revokedSerials.add(serial);
+    this.emit({ seq: ++this.seq, kind, id, serial, status: 'revoked', at: new Date() });
+  }
+
+  private emit(c: StatusChange): void {
+    for (const l of this.listeners) queueMicrotask(() => l(c));
+  }
+
+  async lookup(kind: IdentityKind, id: string): Promise<SubjectInfo | undefined> {
+    this.lookups++;
+    return this.subjects.get(`${kind}:${id}`);
+  }
+
+  async revokedSet() {
+    return {
+      generation: this.seq,
+      subjects: [...this.subjects.values()]
+        .filter((s) => s.status !== 'active')
+        .map((s) => ({ kind: s.kind, id: s.id, status: s.status })),
+      serials: [...this.revokedSerials],
+    };
+  }
+
+  onChange(listener: (c: StatusChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async recordPresence(batch: readonly PresenceRecord[]): Promise<void> {
+    this.presence.push(...batch);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ broker
+
+export const silentLogger = () => pino({ level: process.env.FLEET_TEST_LOG ?? 'silent' });
+
+export async function startBroker(
+  ca: CertificateAuthority,
+  registry: BrokerRegistry,
+  overrides: Parameters<typeof brokerConfig>[0] = {},
+): Promise<{ broker: Broker; port: number; config: BrokerConfig }> {
+  const config = brokerConfig({
+    host: '127.0.0.1',
+    port: 0,
+    nodeId: 'test-node',
+    ...overrides,
+    metrics: { port: null, ...overrides.metrics },
+  });
+  const broker = buildBroker(config, { ca, registry, logger: silentLogger() });
+  const { port } = await broker.start();
+  return { broker, port, config };
+}
+
+// ------------------------------------------------------------------------------------------------ clients
+
+export type ConnectOutcome =
+  | { outcome: 'connected'; client: MqttClient }
+  | { outcome: 'connack'; code: number }
+  | { outcome: 'closed'; error?: string };
+
+/** Connects with MQTT.js and reports how it ended. A TLS refusal may emit only `close` (TLS 1.3). */
+export function tryConnect(
+  port: number,
+  ca: CertificateAuthority,
+  creds: Credentials | undefined,
+  opts: IClientOptions = {},
+): Promise<ConnectOutcome> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect({
+      protocol: 'mqtts',
+      host: 'localhost',
+      port,
+      ca: ca.rootPem,
+      ...(creds ? { cert: creds.cert, key: creds.key } : {}),
+      clientId: opts.clientId ?? creds?.id ?? 'nobody',
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      connectTimeout: 5000,
+      ...opts,
+    });
+    let settled = false;
+    const settle = (o: ConnectOutcome) => {
+      if (settled) return;
+      settled = true;
+      if (o.outcome !== 'connected') client.end(true);
+      resolve(o);
+    };
+    client.once('connect', () => settle({ outcome: 'connected', client }));
+    client.once('error', (err: Error & { code?: number | string }) => {
+      if (typeof err.code === 'number') settle({ outcome: 'connack', code: err.code });
+      else settle({ outcome: 'closed', error: String(err.code ?? err.message) });
+    });
+    client.once('close', () => settle({ outcome: 'closed' }));
+  });
+}
+
+/** Resolves when the client's connection closes, or rejects after `ms`. */
+export function closedWithin(client: MqttClient, ms: number): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    if (!client.connected) return resolve(0);
+    const timer = setTimeout(() => reject(new Error(`still connected after ${ms} ms`)), ms);
+    client.once('close', () => {
+      clearTimeout(timer);
+      resolve(performance.now() - t0);
+    });
+  });
+}
+
+/**
+ * One CONNECT over a raw TLS socket (mqtt-packet), to control TLS session resumption exactly. Resolves
+ * with the CONNACK return code (or undefined when the connection closed first), whether the TLS session
+ * was resumed, and the session to resume next time.
+ */
+export function rawConnect(
+  port: number,
+  ca: CertificateAuthority,
+  creds: Credentials,
+  opts: { session?: Buffer; clientId?: string; maxVersion?: 'TLSv1.2' | 'TLSv1.3' } = {},
+): Promise<{ returnCode: number | undefined; reused: boolean; session: Buffer | undefined }> {
+  return new Promise((resolve) => {
+    let session: Buffer | undefined;
+    let returnCode: number | undefined;
+    const sock = tlsConnect({
+      host: '127.0.0.1',
+      servername: 'localhost',
+      port,
+      ca: ca.rootPem,
+      cert: creds.cert,
+      key: creds.key,
+      ...(opts.session ? { session: opts.session } : {}),
+      ...(opts.maxVersion ? { maxVersion: opts.maxVersion } : {}),
+    });
+    sock.on('session', (s) => {
+      session = s;
+    });
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    parser.on('packet', (p) => {
+      if (p.cmd === 'connack') {
+        returnCode = p.returnCode;
+        // Stay a moment for a TLS 1.3 session ticket, then leave politely.
+        setTimeout(() => {
+          if (!sock.destroyed) sock.end(mqttPacket.generate({ cmd: 'disconnect' }));
+        }, 50);
+      }
+    });
+    sock.on('data', (d) => parser.parse(d));
+    sock.on('secureConnect', () => {
+      sock.write(
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: true,
+          clientId: opts.clientId ?? creds.id,
+          keepalive: 30,
+        }),
+      );
+    });
+    const reused = () => sock.isSessionReused();
+    let wasReused = false;
+    sock.on('secureConnect', () => {
+      wasReused = reused();
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => resolve({ returnCode, reused: wasReused, session }));
+  });
+}
+
+/** Writes credentials and the root to files for the mosquitto clients. */
+export function writeCredentialFiles(dir: string, ca: CertificateAuthority, creds: Credentials) {
+  const base = join(dir, `${creds.id}-${creds.serial.slice(0, 8)}`);
+  writeFileSync(`${base}.crt`, creds.cert);
+  writeFileSync(`${base}.key`, creds.key, { mode: 0o600 });
+  writeFileSync(join(dir, 'root.crt'), ca.rootPem);
+  return { cert: `${base}.crt`, key: `${base}.key`, cafile: join(dir, 'root.crt') };
+}
+
+export function mosquitto(
+  tool: 'mosquitto_pub' | 'mosquitto_sub',
+  args: string[],
+  timeoutMs = 10_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(tool, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
