@@ -78,6 +78,8 @@ export const PKI_ERROR_CODES = {
   CA_INVALID: 'the CA files are inconsistent',
   CRL_INVALID: 'a CRL request is invalid',
   OCSP_MALFORMED: 'an OCSP request could not be parsed',
+  OCSP_INVALID: 'an OCSP response cannot be built from what was given',
+  PKCS7_INVALID: 'a PKCS#7 certs-only message is invalid',
 } as const;
 export type PkiErrorCode = keyof typeof PKI_ERROR_CODES;
 

@@ -1,0 +1,366 @@
+/**
+ * OCSP (RFC 6960): parse requests, build signed responses. Pure: the provisioning endpoint decides each
+ * certificate's status from the registry and hands it here.
+ *
+ * The issuing CA signs its own responses (RFC 6960 §4.2.2.2, "the CA who issued the certificate"), so no
+ * delegated responder certificate exists, and the client already holds the signer: it needed the issuer's
+ * certificate to build the CertID. The responder is named by key hash (§4.2.1, ResponderID byKey).
+ */
+import { createHash } from 'node:crypto';
+import { REVOCATION_REASONS, type RevocationReason } from './crl.ts';
+import * as der from './der.ts';
+import { PkiError } from './errors.ts';
+import { canonicalSerial } from './identity.ts';
+import { OID } from './oids.ts';
+import { type Issuer, sigAlgFor, spkiPublicKeyBits } from './x509.ts';
+
+/** Hash algorithms a CertID may use. OpenSSL uses SHA-1 by default; RFC 5019 clients likewise. */
+export type OcspHashAlgorithm = 'sha1' | 'sha256' | 'sha384' | 'sha512';
+
+const HASH_OIDS: Record<OcspHashAlgorithm, string> = {
+  sha1: OID.sha1,
+  sha256: OID.sha256,
+  sha384: '2.16.840.1.101.3.4.2.2',
+  sha512: '2.16.840.1.101.3.4.2.3',
+};
+const HASH_BY_OID = new Map(Object.entries(HASH_OIDS).map(([k, v]) => [v, k as OcspHashAlgorithm]));
+const HASH_LEN: Record<OcspHashAlgorithm, number> = { sha1: 20, sha256: 32, sha384: 48, sha512: 64 };
+
+/** Limits: a request is small; anything bigger is refused before it costs anything. */
+export const OCSP_REQUEST_MAX_BYTES = 16 * 1024;
+export const OCSP_MAX_CERT_IDS = 64;
+/** RFC 8954 §2.1: a nonce is 1 to 32 octets. */
+export const OCSP_NONCE_MAX_BYTES = 32;
+
+export interface CertId {
+  readonly hashAlgorithm: OcspHashAlgorithm;
+  readonly issuerNameHash: Buffer;
+  readonly issuerKeyHash: Buffer;
+  /** Canonical lowercase hex. */
+  readonly serial: string;
+  /**
+   * The CertID exactly as the client encoded it. A response echoes it byte for byte: OpenSSL matches
+   * the response to its request with the AlgorithmIdentifier's parameters (NULL or absent) included.
+   */
+  readonly der: Buffer;
+}
+
+export interface OcspRequest {
+  readonly certIds: readonly CertId[];
+  /** The Nonce value (RFC 6960 §4.4.1 `Nonce ::= OCTET STRING`), to be echoed. */
+  readonly nonce?: Buffer;
+}
+
+function malformed(msg: string, cause?: unknown): never {
+  throw new PkiError('OCSP_MALFORMED', `the OCSP request is malformed: ${msg}`, { cause });
+}
+
+function parseCertId(buf: Buffer, node: der.Node): CertId {
+  der.expect(node, der.TAG.SEQUENCE, 'CertID');
+  const [alg, nameHash, keyHash, serial, extra] = der.children(buf, node);
+  if (extra) malformed('CertID has too many fields');
+  const algNode = der.expect(alg, der.TAG.SEQUENCE, 'hashAlgorithm');
+  const [algOid, params, algExtra] = der.children(buf, algNode);
+  if (algExtra || (params && params.tag !== der.TAG.NULL)) malformed('bad hashAlgorithm parameters');
+  const oid = der.decodeOid(der.contents(buf, der.expect(algOid, der.TAG.OID, 'hashAlgorithm')));
+  const hashAlgorithm = HASH_BY_OID.get(oid);
+  if (!hashAlgorithm) {
+    throw new PkiError('OCSP_MALFORMED', `the OCSP CertID hash algorithm ${oid} is not supported`, {
+      details: { hashAlgorithm: oid },
+    });
+  }
+  const issuerNameHash = Buffer.from(
+    der.contents(buf, der.expect(nameHash, der.TAG.OCTET_STRING, 'nameHash')),
+  );
+  const issuerKeyHash = Buffer.from(der.contents(buf, der.expect(keyHash, der.TAG.OCTET_STRING, 'keyHash')));
+  const len = HASH_LEN[hashAlgorithm];
+  if (issuerNameHash.length !== len || issuerKeyHash.length !== len)
+    malformed(`CertID hashes must be ${len} bytes for ${hashAlgorithm}`);
+  const s = der.contents(buf, der.expect(serial, der.TAG.INTEGER, 'serialNumber'));
+  if (s.length === 0 || s.length > 21) malformed('bad serial number length');
+  return Object.freeze({
+    hashAlgorithm,
+    issuerNameHash,
+    issuerKeyHash,
+    serial: canonicalSerial(s.toString('hex')),
+    der: Buffer.from(der.whole(buf, node)),
+  });
+}
+
+/** Reads the Nonce from an Extensions SEQUENCE; ignores other non-critical extensions (RFC 6960 §4.4). */
+function readNonce(buf: Buffer, exts: der.Node): Buffer | undefined {
+  let nonce: Buffer | undefined;
+  for (const e of der.children(buf, der.expect(exts, der.TAG.SEQUENCE, 'Extensions'))) {
+    const parts = der.children(buf, der.expect(e, der.TAG.SEQUENCE, 'Extension'));
+    const oid = der.decodeOid(der.contents(buf, der.expect(parts[0], der.TAG.OID, 'extnID')));
+    let i = 1;
+    let critical = false;
+    if (parts[i]?.tag === der.TAG.BOOLEAN) {
+      critical = buf[parts[i]!.contentStart] !== 0;
+      i++;
+    }
+    const value = der.contents(buf, der.expect(parts[i], der.TAG.OCTET_STRING, 'extnValue'));
+    if (oid === OID.ocspNonce) {
+      if (nonce) malformed('two nonce extensions');
+      // §4.4.1: extnValue holds a DER OCTET STRING. Some old clients put the raw bytes there instead;
+      // accept those as the nonce itself.
+      let v: Buffer = value;
+      try {
+        const inner = der.read(value);
+        if (inner.tag === der.TAG.OCTET_STRING && inner.end === value.length) v = der.contents(value, inner);
+      } catch {
+        // raw nonce
+      }
+      if (v.length === 0 || v.length > OCSP_NONCE_MAX_BYTES)
+        malformed(`the nonce must be 1 to ${OCSP_NONCE_MAX_BYTES} octets (RFC 8954)`);
+      nonce = Buffer.from(v);
+    } else if (critical) {
+      malformed(`unsupported critical extension ${oid}`);
+    }
+  }
+  return nonce;
+}
+
+/**
+ * Parses a DER OCSPRequest (RFC 6960 §4.1.1). A request signature, if any, is not checked: the answers
+ * are public and signed by us, so who asks does not matter.
+ */
+export function parseOcspRequest(input: Buffer): OcspRequest {
+  if (!Buffer.isBuffer(input) || input.length === 0) malformed('empty request');
+  if (input.length > OCSP_REQUEST_MAX_BYTES)
+    throw new PkiError('OCSP_MALFORMED', `the OCSP request is over ${OCSP_REQUEST_MAX_BYTES} bytes`, {
+      details: { limit: OCSP_REQUEST_MAX_BYTES },
+    });
+  const buf = input;
+  try {
+    const top = der.expect(der.read(buf), der.TAG.SEQUENCE, 'OCSPRequest');
+    if (top.end !== buf.length) malformed('trailing bytes after the request');
+    const [tbs, sig, extra] = der.children(buf, top);
+    if (extra || (sig && sig.tag !== 0xa0)) malformed('unexpected fields after tbsRequest');
+    const fields = der.children(buf, der.expect(tbs, der.TAG.SEQUENCE, 'TBSRequest'));
+    let i = 0;
+    if (fields[i]?.tag === 0xa0) {
+      // version [0] EXPLICIT, v1(0) is the only version.
+      const v = der.expect(der.children(buf, fields[i]!)[0], der.TAG.INTEGER, 'version');
+      if (v.end - v.contentStart !== 1 || buf[v.contentStart] !== 0) malformed('version must be v1');
+      i++;
+    }
+    if (fields[i]?.tag === 0xa1) i++; // requestorName: informational only.
+    const list = der.expect(fields[i], der.TAG.SEQUENCE, 'requestList');
+    i++;
+    let nonce: Buffer | undefined;
+    if (fields[i]?.tag === 0xa2) {
+      nonce = readNonce(buf, der.children(buf, fields[i]!)[0]!);
+      i++;
+    }
+    if (fields[i]) malformed('unexpected field in TBSRequest');
+    const requests = der.children(buf, list);
+    if (requests.length === 0) malformed('the request list is empty');
+    if (requests.length > OCSP_MAX_CERT_IDS)
+      malformed(`more than ${OCSP_MAX_CERT_IDS} certificates asked at once`);
+    const certIds = requests.map((r) => {
+      const [certId, singleExts, more] = der.children(buf, der.expect(r, der.TAG.SEQUENCE, 'Request'));
+      if (more || (singleExts && singleExts.tag !== 0xa0)) malformed('unexpected field in Request');
+      if (singleExts) readNonce(buf, der.children(buf, singleExts)[0]!); // refuses unknown critical ones
+      return parseCertId(buf, certId!);
+    });
+    return Object.freeze({ certIds: Object.freeze(certIds), ...(nonce ? { nonce } : {}) });
+  } catch (e) {
+    if (e instanceof PkiError) throw e;
+    malformed(e instanceof Error ? e.message : 'unparseable', e);
+  }
+}
+
+/**
+ * RFC 6960 Appendix A.1: a GET request carries the DER request base64-encoded and URL-encoded in the
+ * last path segment. Takes that segment (URL-decoded or not) and returns the DER.
+ */
+export function ocspRequestFromGetPath(segment: string): Buffer {
+  let b64: string;
+  try {
+    b64 = decodeURIComponent(segment);
+  } catch (cause) {
+    malformed('bad URL encoding', cause);
+  }
+  if (b64.length > OCSP_REQUEST_MAX_BYTES * 2) malformed('request too large');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) malformed('the GET request is not base64');
+  return Buffer.from(b64, 'base64');
+}
+
+// ------------------------------------------------------------------ issuer matching
+
+interface IssuerHashes {
+  nameDer: Buffer;
+  keyBits: Buffer;
+  byAlg: Map<OcspHashAlgorithm, { name: Buffer; key: Buffer }>;
+  /** SHA-1 of the key bits: ResponderID byKey (§4.2.1) and the CertID SHA-1 key hash. */
+  keyHashSha1: Buffer;
+}
+const hashCache = new WeakMap<Issuer, IssuerHashes>();
+
+function issuerHashes(issuer: Issuer): IssuerHashes {
+  let h = hashCache.get(issuer);
+  if (!h) {
+    const c = issuer.certificate;
+    const tbs = der.children(c, der.children(c, der.read(c))[0]!);
+    // tbs: [0]version, serial, sigAlg, issuer, validity, subject, ...: CertID hashes the issuer's *subject*.
+    const nameDer = Buffer.from(der.whole(c, tbs[5]!));
+    const keyBits = spkiPublicKeyBits(issuer.signer.spki);
+    h = {
+      nameDer,
+      keyBits,
+      byAlg: new Map(),
+      keyHashSha1: createHash('sha1').update(keyBits).digest(),
+    };
+    hashCache.set(issuer, h);
+  }
+  return h;
+}
+
+/** issuerNameHash and issuerKeyHash (RFC 6960 §4.1.1) of an issuing CA under one hash algorithm. */
+export function issuerCertIdHashes(issuer: Issuer, alg: OcspHashAlgorithm): { name: Buffer; key: Buffer } {
+  const h = issuerHashes(issuer);
+  let v = h.byAlg.get(alg);
+  if (!v) {
+    v = {
+      name: createHash(alg).update(h.nameDer).digest(),
+      key: createHash(alg).update(h.keyBits).digest(),
+    };
+    h.byAlg.set(alg, v);
+  }
+  return v;
+}
+
+/** True when the CertID names certificates issued by `issuer` (both hashes must match). */
+export function certIdMatchesIssuer(certId: CertId, issuer: Issuer): boolean {
+  const h = issuerCertIdHashes(issuer, certId.hashAlgorithm);
+  return h.name.equals(certId.issuerNameHash) && h.key.equals(certId.issuerKeyHash);
+}
+
+/** The issuing CA a CertID asks about, or undefined for a foreign issuer (answer 'unknown'). */
+export function findIssuerForCertId<T extends Issuer>(certId: CertId, issuers: Iterable<T>): T | undefined {
+  for (const i of issuers) if (certIdMatchesIssuer(certId, i)) return i;
+  return undefined;
+}
+
+/** A CertID for a certificate of `issuer` (what a client would send); for tests and self-checks. */
+export function certIdFor(issuer: Issuer, serial: string, alg: OcspHashAlgorithm = 'sha1'): CertId {
+  const h = issuerCertIdHashes(issuer, alg);
+  const s = canonicalSerial(serial);
+  return Object.freeze({
+    hashAlgorithm: alg,
+    issuerNameHash: h.name,
+    issuerKeyHash: h.key,
+    serial: s,
+    der: der.seq(
+      der.seq(der.oid(HASH_OIDS[alg]), der.NULL),
+      der.octetString(h.name),
+      der.octetString(h.key),
+      der.uintFromBytes(Buffer.from(s, 'hex')),
+    ),
+  });
+}
+
+// ------------------------------------------------------------------ responses
+
+export type OcspCertStatus = 'good' | 'unknown' | { revoked: { at: Date; reason?: RevocationReason } };
+
+export interface OcspSingleResponse {
+  certId: CertId;
+  status: OcspCertStatus;
+  thisUpdate: Date;
+  /** When newer information will be available; absent means "always available" (§4.2.2.1). */
+  nextUpdate?: Date;
+}
+
+export interface OcspResponseOptions {
+  /** The CA that issued the certificates asked about; it signs the response itself. */
+  issuer: Issuer;
+  responses: readonly OcspSingleResponse[];
+  /** Echoed from the request (§4.4.1). */
+  nonce?: Buffer;
+  producedAt?: Date;
+  /** Include the issuer's certificate in `certs`; not needed when the CA signs directly (§4.2.2.2). */
+  includeIssuerCertificate?: boolean;
+}
+
+/** RFC 6960 §4.2.1 OCSPResponseStatus. */
+export const OCSP_RESPONSE_STATUS = {
+  successful: 0,
+  malformedRequest: 1,
+  internalError: 2,
+  tryLater: 3,
+  sigRequired: 5,
+  unauthorized: 6,
+} as const;
+export type OcspErrorStatus = Exclude<keyof typeof OCSP_RESPONSE_STATUS, 'successful'>;
+
+const ext = (oid: string, value: Buffer) => der.seq(der.oid(oid), der.octetString(value));
+/** GeneralizedTime without fractions (§4.2.2.1 follows RFC 5280: seconds, Z). */
+const gtime = (d: Date) => der.generalizedTime(d);
+
+function certStatus(s: OcspCertStatus): Buffer {
+  if (s === 'good') return der.ctx(0, Buffer.alloc(0), true); // good [0] IMPLICIT NULL
+  if (s === 'unknown') return der.ctx(2, Buffer.alloc(0), true); // unknown [2] IMPLICIT NULL
+  const reason = s.revoked.reason;
+  const parts = [gtime(s.revoked.at)];
+  if (reason !== undefined) {
+    if (!Object.hasOwn(REVOCATION_REASONS, reason))
+      throw new PkiError('OCSP_INVALID', `unknown revocation reason ${reason}`);
+    // revocationReason [0] EXPLICIT CRLReason
+    parts.push(der.ctx(0, der.tlv(der.TAG.ENUMERATED, Buffer.from([REVOCATION_REASONS[reason]]))));
+  }
+  return der.tlv(0xa1, ...parts); // revoked [1] IMPLICIT RevokedInfo
+}
+
+function singleResponse(r: OcspSingleResponse): Buffer {
+  const parts = [r.certId.der, certStatus(r.status), gtime(r.thisUpdate)];
+  if (r.nextUpdate) parts.push(der.ctx(0, gtime(r.nextUpdate)));
+  return der.seq(...parts);
+}
+
+const ocspResponse = (status: number, responseBytes?: Buffer) =>
+  der.seq(
+    der.tlv(der.TAG.ENUMERATED, Buffer.from([status])),
+    ...(responseBytes ? [der.ctx(0, responseBytes)] : []),
+  );
+
+/** A signed, successful OCSPResponse (DER) carrying a BasicOCSPResponse. */
+export function buildOcspResponse(o: OcspResponseOptions): Buffer {
+  if (o.responses.length === 0)
+    throw new PkiError('OCSP_INVALID', 'an OCSP response needs at least one answer');
+  if (o.nonce && (o.nonce.length === 0 || o.nonce.length > OCSP_NONCE_MAX_BYTES))
+    throw new PkiError('OCSP_INVALID', `a nonce is 1 to ${OCSP_NONCE_MAX_BYTES} octets`);
+  const h = issuerHashes(o.issuer);
+  const producedAt = o.producedAt ?? new Date();
+  const tbs = der.seq(
+    // version v1 is the DEFAULT and so omitted (DER).
+    der.ctx(2, der.octetString(h.keyHashSha1)), // responderID byKey [2] EXPLICIT KeyHash
+    gtime(producedAt),
+    der.seq(...o.responses.map(singleResponse)),
+    ...(o.nonce ? [der.ctx(1, der.seq(ext(OID.ocspNonce, der.octetString(o.nonce))))] : []),
+  );
+  const sigAlg = sigAlgFor(o.issuer.signer);
+  const basic = der.seq(
+    tbs,
+    sigAlg,
+    der.bitString(o.issuer.signer.sign(tbs)),
+    ...(o.includeIssuerCertificate ? [der.ctx(0, der.seq(o.issuer.certificate))] : []),
+  );
+  return ocspResponse(
+    OCSP_RESPONSE_STATUS.successful,
+    der.seq(der.oid(OID.ocspBasic), der.octetString(basic)),
+  );
+}
+
+/** An unsigned error response (§4.2.1): only the status, no responseBytes. */
+export function buildOcspError(status: OcspErrorStatus): Buffer {
+  if (!Object.hasOwn(OCSP_RESPONSE_STATUS, status) || status === ('successful' as string))
+    throw new PkiError('OCSP_INVALID', `not an OCSP error status: ${status}`);
+  return ocspResponse(OCSP_RESPONSE_STATUS[status]);
+}
+
+export const OCSP_CONTENT_TYPE = {
+  request: 'application/ocsp-request',
+  response: 'application/ocsp-response',
+} as const;
