@@ -1,0 +1,332 @@
+/** The `fleet` subcommands. Each parses its own flags and prints text, or JSON with --json. */
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
+import { isRevocationReason, OPERATOR_REASONS } from '../pki/crl.ts';
+import { FleetError } from '../pki/errors.ts';
+import { assertValidId } from '../pki/ids.ts';
+import { certToPem } from '../pki/x509.ts';
+import { currentCrl } from '../provisioning/crl.ts';
+import { Issuance } from '../provisioning/issuance.ts';
+import { openRegistry, type Registry, SUBJECT_STATUSES, type SubjectStatus } from '../registry/index.ts';
+import type { FleetConfig } from './config.ts';
+import { caConfigFrom, keyStoreFor, paths } from './context.ts';
+
+export class UsageError extends Error {}
+
+export interface CommandContext {
+  config: FleetConfig;
+  argv: string[];
+  out: NodeJS.WritableStream;
+  err: NodeJS.WritableStream;
+}
+
+export interface Command {
+  summary: string;
+  run(ctx: CommandContext): Promise<number>;
+}
+
+/** The local operator identity `fleet init` creates; the audit log names it as the actor. */
+export const LOCAL_OPERATOR = 'admin';
+const LOCAL_ACTOR = `operator:${LOCAL_OPERATOR}`;
+
+/** Parses a subcommand's string flags strictly (an unknown flag is a usage error). */
+function flags(
+  argv: string[],
+  names: string[],
+): { values: Record<string, string | undefined>; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {
+    data: { type: 'string' },
+    json: { type: 'boolean' },
+  };
+  for (const n of names) options[n] = { type: 'string' };
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    const out: Record<string, string | undefined> = {};
+    for (const n of names) out[n] = values[n] as string | undefined;
+    return { values: out, positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function print(ctx: CommandContext, json: unknown, text: string): void {
+  ctx.out.write(
+    ctx.config.json ? `${JSON.stringify(json, null, 2)}\n` : text.endsWith('\n') ? text : `${text}\n`,
+  );
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function openCaFor(config: FleetConfig): Promise<CertificateAuthority> {
+  const { keys } = await keyStoreFor(config);
+  return (await openCa(paths(config.dataDir).ca, keys, caConfigFrom(config))).ca;
+}
+
+async function withRegistry<T>(config: FleetConfig, fn: (r: Registry) => Promise<T>): Promise<T> {
+  const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    return await fn(registry);
+  } finally {
+    await registry.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ init
+
+export interface InitResult {
+  dataDir: string;
+  created: string[];
+  ca: { dir: string; root: string; passphraseSource: string };
+  registry: string;
+  operator: { cert: string; key: string };
+}
+
+/** Creates (or finds) the CA, the registry and the local operator credential. Idempotent. */
+export async function initDataDir(config: FleetConfig): Promise<InitResult> {
+  const p = paths(config.dataDir);
+  await mkdir(config.dataDir, { recursive: true });
+  const created: string[] = [];
+  const hadCa = await caExists(p.ca);
+  // A passphrase is generated only for a brand-new CA: an existing one must be opened with its own.
+  const { keys, passphraseSource } = await keyStoreFor(config, !hadCa);
+  if (passphraseSource === 'generated') created.push(p.passphrase);
+  const { ca, created: caCreated } = await openCa(p.ca, keys, caConfigFrom(config));
+  if (caCreated) created.push(p.ca);
+  const opCert = join(p.operator, `${LOCAL_OPERATOR}.crt.pem`);
+  const opKey = join(p.operator, `${LOCAL_OPERATOR}.key.pem`);
+  await withRegistry(config, async (registry) => {
+    if (!(await exists(opCert))) {
+      // The operator key is made here and never leaves the data dir (0600), like an SSH identity.
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const issued = await new Issuance(ca, registry).issuePrincipal(
+        { kind: 'operator', id: LOCAL_OPERATOR },
+        { spki: publicKey.export({ type: 'spki', format: 'der' }) },
+        'system:init',
+      );
+      await mkdir(p.operator, { recursive: true, mode: 0o700 });
+      await writeFile(opKey, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+      await writeFile(opCert, certToPem(issued.der) + issued.chain.map(certToPem).join(''), { mode: 0o644 });
+      created.push(opCert);
+    }
+  });
+  return {
+    dataDir: config.dataDir,
+    created,
+    ca: { dir: p.ca, root: join(p.ca, 'root.crt.pem'), passphraseSource },
+    registry: config.databaseUrl ? 'postgresql (DATABASE_URL)' : join(config.dataDir, 'registry'),
+    operator: { cert: opCert, key: opKey },
+  };
+}
+
+const init: Command = {
+  summary: 'create the CA hierarchy, the registry and the local operator credential (idempotent)',
+  async run(ctx) {
+    flags(ctx.argv, []);
+    const r = await initDataDir(ctx.config);
+    const lines = [
+      r.created.length
+        ? `fleet: initialised ${r.dataDir}`
+        : `fleet: ${r.dataDir} is already initialised; nothing changed`,
+      ...r.created.map((c) => `  created ${c}`),
+      `  root CA:   ${r.ca.root}  (embed this in device firmware)`,
+      `  registry:  ${r.registry}`,
+      `  operator:  ${r.operator.cert}`,
+    ];
+    if (r.ca.passphraseSource === 'generated') {
+      lines.push(
+        '',
+        'WARNING: the CA key passphrase was generated into data/secrets/ca-passphrase for this embedded setup.',
+        '         In production supply your own with FLEET_CA_PASSPHRASE_FILE and keep the root key offline.',
+      );
+    }
+    print(ctx, r, lines.join('\n'));
+    return 0;
+  },
+};
+
+// ------------------------------------------------------------------------------------------------ device
+
+const deviceIssue = async (ctx: CommandContext, argv: string[]) => {
+  const { values } = flags(argv, ['id', 'product', 'fleet', 'csr', 'out']);
+  if (!values.id || !values.product || !values.csr)
+    throw new UsageError('device issue needs --id, --product and --csr');
+  let csr: Buffer;
+  try {
+    csr = await readFile(values.csr);
+  } catch (cause) {
+    throw new FleetError('CSR_UNREADABLE', `cannot read the CSR file ${values.csr}`, { cause });
+  }
+  const ca = await openCaFor(ctx.config);
+  const result = await withRegistry(ctx.config, (registry) =>
+    new Issuance(ca, registry).issueDevice({
+      id: values.id!,
+      product: values.product!,
+      fleet: values.fleet,
+      csr,
+      actor: LOCAL_ACTOR,
+    }),
+  );
+  const pem = certToPem(result.der) + result.chain.map(certToPem).join('');
+  let written: string | undefined;
+  if (values.out) {
+    await mkdir(values.out, { recursive: true });
+    written = resolve(values.out, `${values.id}.crt.pem`);
+    await writeFile(written, pem);
+    await writeFile(resolve(values.out, 'root.crt.pem'), ca.rootPem);
+  }
+  const summary = {
+    id: values.id,
+    serial: result.serial,
+    fingerprint: result.fingerprint,
+    notAfter: result.notAfter,
+    reused: result.reused,
+    file: written,
+  };
+  if (written)
+    print(
+      ctx,
+      summary,
+      `issued ${values.id} serial ${result.serial}${result.reused ? ' (existing certificate, same key)' : ''}\n  ${written}`,
+    );
+  else print(ctx, { ...summary, pem }, pem);
+  return 0;
+};
+
+const deviceList = async (ctx: CommandContext, argv: string[]) => {
+  const { values } = flags(argv, ['status', 'product', 'station', 'expiring-days', 'limit', 'cursor']);
+  if (values.status && !SUBJECT_STATUSES.includes(values.status as SubjectStatus)) {
+    throw new UsageError(`--status must be one of ${SUBJECT_STATUSES.join(', ')}`);
+  }
+  const num = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer`);
+    return n;
+  };
+  const page = await withRegistry(ctx.config, (r) =>
+    r.listDevices({
+      status: values.status as SubjectStatus | undefined,
+      product: values.product,
+      enrolledBy: values.station,
+      expiringWithinDays: num(values['expiring-days'], '--expiring-days'),
+      limit: num(values.limit, '--limit'),
+      cursor: values.cursor,
+    }),
+  );
+  const rows = page.items.map(
+    (d) => `${d.id.padEnd(24)} ${d.status.padEnd(10)} ${d.product.padEnd(16)} ${d.createdAt.toISOString()}`,
+  );
+  print(
+    ctx,
+    page,
+    [
+      `${'ID'.padEnd(24)} ${'STATUS'.padEnd(10)} ${'PRODUCT'.padEnd(16)} ENROLLED`,
+      ...rows,
+      page.nextCursor ? `(more: --cursor ${page.nextCursor})` : '',
+    ].join('\n'),
+  );
+  return 0;
+};
+
+const deviceShow = async (ctx: CommandContext, argv: string[]) => {
+  const { positionals } = flags(argv, []);
+  const id = positionals[0];
+  if (!id) throw new UsageError('device show needs an id');
+  assertValidId(id, 'device id');
+  const d = await withRegistry(ctx.config, (r) => r.getDevice(id));
+  if (!d) throw new FleetError('DEVICE_NOT_FOUND', `no device ${id}`, { httpStatus: 404 });
+  const lines = [
+    `device ${d.id}: ${d.status}${d.revocationReason ? ` (${d.revocationReason})` : ''}`,
+    `  product ${d.product}, fleet ${d.fleet}, enrolled ${d.createdAt.toISOString()}${d.enrolledBy ? ` by station ${d.enrolledBy}` : ''}`,
+    ...d.certificates.map(
+      (c) => `  certificate ${c.serial} ${c.status} valid until ${c.notAfter.toISOString()}`,
+    ),
+    d.presence
+      ? `  presence: ${d.presence.connected ? 'connected' : 'disconnected'}, last seen ${d.presence.lastSeen.toISOString()}`
+      : '  presence: never connected',
+  ];
+  print(ctx, d, lines.join('\n'));
+  return 0;
+};
+
+const deviceRevoke = async (ctx: CommandContext, argv: string[]) => {
+  const { positionals, values } = flags(argv, ['reason']);
+  const id = positionals[0];
+  if (!id) throw new UsageError('device revoke needs an id');
+  assertValidId(id, 'device id');
+  const reason = values.reason ?? 'unspecified';
+  if (!isRevocationReason(reason) || !OPERATOR_REASONS.includes(reason)) {
+    throw new UsageError(`--reason must be one of ${OPERATOR_REASONS.join(', ')}`);
+  }
+  const r = await withRegistry(ctx.config, (reg) =>
+    reg.setStatus({ kind: 'device', id, status: 'revoked', reason, actor: LOCAL_ACTOR }),
+  );
+  print(ctx, r, r.changed ? `revoked device ${id} (${reason})` : `device ${id} was already revoked`);
+  return 0;
+};
+
+const DEVICE_SUB: Record<string, (ctx: CommandContext, argv: string[]) => Promise<number>> = {
+  issue: deviceIssue,
+  list: deviceList,
+  show: deviceShow,
+  revoke: deviceRevoke,
+};
+
+const device: Command = {
+  summary: 'device issue|list|show|revoke',
+  async run(ctx) {
+    const [sub, ...rest] = ctx.argv;
+    const fn = sub ? DEVICE_SUB[sub] : undefined;
+    if (!fn) throw new UsageError(`device needs one of: ${Object.keys(DEVICE_SUB).join(', ')}`);
+    return fn(ctx, rest);
+  },
+};
+
+// ------------------------------------------------------------------------------------------------ crl
+
+const crl: Command = {
+  summary: 'crl [--ca device|infrastructure] [--out FILE(.pem|.der|.crl)]: the current CRL',
+  async run(ctx) {
+    const { values } = flags(ctx.argv, ['ca', 'out']);
+    const which = values.ca ?? 'device';
+    if (which !== 'device' && which !== 'infrastructure')
+      throw new UsageError('--ca must be device or infrastructure');
+    const ca = await openCaFor(ctx.config);
+    const built = await withRegistry(ctx.config, (r) => currentCrl(ca, r, which));
+    const info = {
+      ca: which,
+      crlNumber: built.crlNumber.toString(),
+      thisUpdate: built.thisUpdate,
+      nextUpdate: built.nextUpdate,
+    };
+    if (values.out) {
+      const asDer = /\.(der|crl)$/i.test(values.out);
+      await writeFile(values.out, asDer ? built.der : built.pem);
+      print(
+        ctx,
+        { ...info, file: values.out },
+        `wrote the ${which} CRL (number ${built.crlNumber}) to ${values.out}`,
+      );
+    } else {
+      print(ctx, { ...info, pem: built.pem }, built.pem);
+    }
+    return 0;
+  },
+};
+
+export const COMMANDS: Record<string, Command> = { init, device, crl };
+
+export function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
+  return `usage: fleet <command> [--data DIR] [--json]\n\ncommands:\n${lines.join('\n')}\n`;
+}

@@ -1,0 +1,98 @@
+/**
+ * Configuration, parsed once from the environment and flags into a frozen, typed object at the top and
+ * passed down. Nothing below `main` reads process.env.
+ */
+import { resolve } from 'node:path';
+import { FleetError } from '../pki/errors.ts';
+import type { KeyAlgorithm } from '../pki/keystore.ts';
+
+export interface FleetConfig {
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly redisUrl: string | undefined;
+  /** Explicit CA passphrase (FLEET_CA_PASSPHRASE) or a file holding it (FLEET_CA_PASSPHRASE_FILE). */
+  readonly caPassphrase: string | undefined;
+  readonly caPassphraseFile: string | undefined;
+  readonly organization: string;
+  readonly caAlgorithm: KeyAlgorithm;
+  readonly publicBaseUrl: string;
+  readonly deviceValidityDays: number;
+  readonly host: string;
+  readonly apiPort: number;
+  readonly publicPort: number;
+  readonly mqttPort: number;
+  readonly metricsPort: number;
+  readonly brokerUrl: string;
+  readonly logLevel: string;
+  readonly json: boolean;
+}
+
+export class ConfigError extends FleetError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('CONFIG_INVALID', message, { details });
+    this.name = 'ConfigError';
+  }
+}
+
+function port(env: Record<string, string | undefined>, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new ConfigError(`${name} must be a port number (0-65535), got ${JSON.stringify(raw)}`, { name });
+  return n;
+}
+
+function positiveInt(env: Record<string, string | undefined>, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new ConfigError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`, { name });
+  return n;
+}
+
+export interface ConfigFlags {
+  data?: string;
+  json?: boolean;
+}
+
+export function loadConfig(env: Record<string, string | undefined>, flags: ConfigFlags = {}): FleetConfig {
+  const alg = env.FLEET_CA_ALGORITHM ?? 'P-256';
+  if (alg !== 'P-256' && alg !== 'P-384')
+    throw new ConfigError(`FLEET_CA_ALGORITHM must be P-256 or P-384, got ${JSON.stringify(alg)}`);
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl))
+    throw new ConfigError('DATABASE_URL must be a postgres:// URL');
+  const redisUrl = env.REDIS_URL || undefined;
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// URL');
+  const publicPort = port(env, 'FLEET_PUBLIC_PORT', 8080);
+  const mqttPort = port(env, 'FLEET_MQTT_PORT', 8883);
+  const host = env.FLEET_HOST || 'localhost';
+  const publicBaseUrl = (env.FLEET_PUBLIC_URL || `http://${host}:${publicPort}`).replace(/\/$/, '');
+  if (!/^https?:\/\/[^\s]+$/.test(publicBaseUrl))
+    throw new ConfigError('FLEET_PUBLIC_URL must be an http(s) URL');
+  const organization = env.FLEET_ORG || 'Fleet';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them
+  if (organization.length > 64 || /[\u0000-\u001f\u007f]/.test(organization))
+    throw new ConfigError('FLEET_ORG must be 1-64 printable characters');
+  return Object.freeze({
+    dataDir: resolve(flags.data ?? env.FLEET_DATA_DIR ?? './data'),
+    databaseUrl,
+    redisUrl,
+    caPassphrase: env.FLEET_CA_PASSPHRASE || undefined,
+    caPassphraseFile: env.FLEET_CA_PASSPHRASE_FILE || undefined,
+    organization,
+    caAlgorithm: alg,
+    publicBaseUrl,
+    deviceValidityDays: positiveInt(env, 'FLEET_DEVICE_VALIDITY_DAYS', 20 * 365 + 5),
+    host,
+    apiPort: port(env, 'FLEET_API_PORT', 8443),
+    publicPort,
+    mqttPort,
+    metricsPort: port(env, 'FLEET_METRICS_PORT', 9464),
+    brokerUrl: env.FLEET_BROKER_URL || `mqtts://${host}:${mqttPort}`,
+    logLevel: env.FLEET_LOG_LEVEL || 'info',
+    json: flags.json ?? false,
+  });
+}

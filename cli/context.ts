@@ -1,0 +1,79 @@
+/**
+ * Opens what a command needs from the data directory: the CA (behind its key store) and the registry.
+ * The embedded default keeps a generated CA passphrase in data/secrets/ (0600); production supplies its
+ * own through FLEET_CA_PASSPHRASE or FLEET_CA_PASSPHRASE_FILE.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type CaConfig, DEFAULT_CA_CONFIG } from '../pki/ca.ts';
+import { FleetError } from '../pki/errors.ts';
+import { FileKeyStore } from '../pki/keystore.ts';
+import type { FleetConfig } from './config.ts';
+
+export const paths = (dataDir: string) => ({
+  ca: join(dataDir, 'ca'),
+  caKeys: join(dataDir, 'ca', 'keys'),
+  secrets: join(dataDir, 'secrets'),
+  passphrase: join(dataDir, 'secrets', 'ca-passphrase'),
+  operator: join(dataDir, 'operator'),
+  broker: join(dataDir, 'broker'),
+  crl: join(dataDir, 'crl'),
+});
+
+export function caConfigFrom(config: FleetConfig): CaConfig {
+  return {
+    ...DEFAULT_CA_CONFIG,
+    organization: config.organization,
+    algorithm: config.caAlgorithm,
+    publicBaseUrl: config.publicBaseUrl,
+    validityDays: { device: config.deviceValidityDays },
+  };
+}
+
+export interface PassphraseResult {
+  passphrase: string;
+  /** Where it came from; 'generated' means this call created data/secrets/ca-passphrase. */
+  source: 'env' | 'file' | 'data-dir' | 'generated';
+}
+
+/** Finds the CA passphrase; with `generate`, creates one in the data dir when none is supplied. */
+export async function caPassphrase(config: FleetConfig, generate = false): Promise<PassphraseResult> {
+  if (config.caPassphrase) return { passphrase: config.caPassphrase, source: 'env' };
+  if (config.caPassphraseFile) {
+    try {
+      return { passphrase: (await readFile(config.caPassphraseFile, 'utf8')).trim(), source: 'file' };
+    } catch (cause) {
+      throw new FleetError(
+        'CONFIG_INVALID',
+        `FLEET_CA_PASSPHRASE_FILE ${config.caPassphraseFile} cannot be read`,
+        { cause },
+      );
+    }
+  }
+  const p = paths(config.dataDir);
+  try {
+    return { passphrase: (await readFile(p.passphrase, 'utf8')).trim(), source: 'data-dir' };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  if (!generate) {
+    throw new FleetError(
+      'CA_MISSING',
+      `no CA passphrase: set FLEET_CA_PASSPHRASE(_FILE) or run \`fleet init\` (data: ${config.dataDir})`,
+    );
+  }
+  await mkdir(p.secrets, { recursive: true, mode: 0o700 });
+  const passphrase = randomBytes(32).toString('base64url');
+  await writeFile(p.passphrase, `${passphrase}\n`, { mode: 0o600, flag: 'wx' });
+  await chmod(p.passphrase, 0o600);
+  return { passphrase, source: 'generated' };
+}
+
+export async function keyStoreFor(config: FleetConfig, generate = false) {
+  const pass = await caPassphrase(config, generate);
+  return {
+    keys: new FileKeyStore(paths(config.dataDir).caKeys, pass.passphrase),
+    passphraseSource: pass.source,
+  };
+}
