@@ -35,9 +35,11 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
-function spawnTs(file: string, args: string[]): ChildProcess {
+/** Extra node flags for the broker process only, e.g. --node-flags "--max-semi-space-size=32". */
+const brokerFlags = opt('node-flags', '').split(' ').filter(Boolean);
+function spawnTs(file: string, args: string[], flags: string[] = []): ChildProcess {
   return fork(here(file), args, {
-    execArgv: ['--import', 'tsx'],
+    execArgv: [...flags, '--import', 'tsx'],
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
 }
@@ -68,7 +70,7 @@ interface LoadResult {
 }
 
 async function runOnce(mode: string, qos: number) {
-  const broker = spawnTs('./mq-broker.ts', ['--mq', mode]);
+  const broker = spawnTs('./mq-broker.ts', ['--mq', mode], brokerFlags);
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     broker.stdout!.on('data', (d: Buffer) => {
