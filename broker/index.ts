@@ -15,6 +15,8 @@ import { ConnectRefused, checkIdentity, checkSubject, identityOfSocket, SubjectC
 import { CONNACK } from './errors.ts';
 import { FlapDetector, TokenBucket, WindowCounter } from './limits.ts';
 import { type AuthFailureReason, type BrokerMetrics, createMetrics, serveMetrics } from './metrics.ts';
+import { createMq } from './mq.ts';
+import { attachBackpressure } from './mq-backpressure.ts';
 import { type BoundPolicy, bindPolicy, loadPolicyFile, type Policy } from './policy.ts';
 import { PresenceBatcher } from './presence.ts';
 import type { BrokerRegistry, StatusChange, SubjectInfo } from './registry.ts';
@@ -68,6 +70,16 @@ export interface BrokerConfig {
     readonly aclDenialWindowMs: number;
   };
   readonly revocation: { readonly resyncMs: number };
+  /**
+   * The message queue (FleetMq from mq.ts, unless deps.mq is given) and backpressure: stop reading from
+   * publishers while the queue or a subscriber's socket backlog is over its mark.
+   */
+  readonly mq: {
+    readonly highWaterMark: number;
+    readonly backpressure: boolean;
+    readonly maxSubscriberBacklogBytes: number;
+    readonly slowSubscriberTimeoutMs: number;
+  };
   readonly presence: { readonly flushMs: number; readonly lastSeenMs: number; readonly maxBatch: number };
   /** Prometheus endpoint; port null disables it, 0 picks a free port. */
   readonly metrics: { readonly port: number | null; readonly host: string };
@@ -104,6 +116,12 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
     aclDenialWindowMs: 60_000,
   }),
   revocation: Object.freeze({ resyncMs: 30_000 }),
+  mq: Object.freeze({
+    highWaterMark: 10_000,
+    backpressure: true,
+    maxSubscriberBacklogBytes: 4 * 1024 * 1024,
+    slowSubscriberTimeoutMs: 10_000,
+  }),
   presence: Object.freeze({ flushMs: 1000, lastSeenMs: 60_000, maxBatch: 500 }),
   metrics: Object.freeze({ port: 9464, host: '::' }),
   skipSysConnectNotices: true,
@@ -120,6 +138,7 @@ export function brokerConfig(o: DeepPartial<BrokerConfig> = {}): BrokerConfig {
     tls: Object.freeze({ ...d.tls, ...o.tls }),
     limits: Object.freeze({ ...d.limits, ...o.limits }),
     revocation: Object.freeze({ ...d.revocation, ...o.revocation }),
+    mq: Object.freeze({ ...d.mq, ...o.mq }),
     presence: Object.freeze({ ...d.presence, ...o.presence }),
     metrics: Object.freeze({ ...d.metrics, ...o.metrics }),
   } as BrokerConfig;
@@ -470,9 +489,12 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
   // ----------------------------------------------------------------------------------- aedes + TLS
 
+  const fleetMq = deps.mq
+    ? undefined
+    : createMq({ concurrency: 100, highWaterMark: config.mq.highWaterMark });
   const aedes = new Aedes({
     id: config.nodeId,
-    mq: deps.mq,
+    mq: deps.mq ?? fleetMq,
     persistence: deps.persistence,
     connectTimeout: lim.connectTimeoutMs,
     maxClientsIdLength: 64,
@@ -484,6 +506,14 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   });
   sinkTopic = `$SYS/${aedes.id}/fleet/denied`;
   if (config.skipSysConnectNotices) skipSysNotices(aedes);
+  const backpressure =
+    fleetMq && config.mq.backpressure
+      ? attachBackpressure(aedes as never, fleetMq, {
+          maxSubscriberBacklogBytes: config.mq.maxSubscriberBacklogBytes,
+          slowSubscriberTimeoutMs: config.mq.slowSubscriberTimeoutMs,
+          onEvent: (e) => log.info({ event: e.type, ...e }),
+        })
+      : undefined;
   aedes.on('clientError', (client, err) =>
     log.debug({ event: 'mqtt_client_error', client_id: client.id, err: err.message }),
   );
@@ -588,7 +618,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
   // ----------------------------------------------------------------------------------- lifecycle
 
-  let unsubscribe: (() => void) | undefined;
+  let unsubscribe: (() => unknown) | undefined;
   let resyncTimer: NodeJS.Timeout | undefined;
   let stopWatching: (() => void) | undefined;
   let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
@@ -627,7 +657,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     resync,
     async start() {
       // Subscribe before loading, so nothing between the snapshot and the subscription is lost.
-      unsubscribe = registry.onChange(onChange);
+      unsubscribe = await registry.onChange(onChange);
       const snap = await registry.revokedSet();
       revocation.replace(snap);
       metrics.revocationGeneration.set(revocation.generation);
@@ -663,7 +693,8 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       return { port, metricsPort: metricsServer?.port };
     },
     async stop() {
-      unsubscribe?.();
+      await unsubscribe?.();
+      backpressure?.detach();
       clearInterval(resyncTimer);
       stopWatching?.();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));

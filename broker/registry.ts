@@ -4,6 +4,7 @@
  * against the real thing (PGlite in-process, PostgreSQL when DATABASE_URL is set).
  */
 import type { IdentityKind } from '../pki/ids.ts';
+import type { Registry } from '../registry/index.ts';
 
 export type SubjectStatus = 'active' | 'suspended' | 'revoked';
 
@@ -39,7 +40,8 @@ export interface StatusChange {
 export interface PresenceRecord {
   readonly kind: IdentityKind;
   readonly id: string;
-  readonly connected: boolean;
+  /** connect and disconnect change the state; seen only moves last_seen. */
+  readonly event: 'connect' | 'disconnect' | 'seen';
   readonly at: Date;
   readonly remoteAddress?: string | undefined;
   readonly brokerNode: string;
@@ -48,7 +50,34 @@ export interface PresenceRecord {
 export interface BrokerRegistry {
   lookup(kind: IdentityKind, id: string): Promise<SubjectInfo | undefined>;
   revokedSet(): Promise<RevokedSnapshot>;
-  /** Subscribes to the change feed; returns the unsubscribe function. */
-  onChange(listener: (change: StatusChange) => void): () => void;
+  /** Subscribes to the change feed (once listening); resolves with the unsubscribe function. */
+  onChange(listener: (change: StatusChange) => void): Promise<() => unknown>;
   recordPresence(batch: readonly PresenceRecord[]): Promise<void>;
+}
+
+/** Adapts the real registry (registry/) to what the broker needs. */
+export function fromRegistry(r: Registry): BrokerRegistry {
+  return {
+    async lookup(kind, id) {
+      if (kind === 'device') {
+        const d = await r.getDevice(id);
+        return d && { kind, id, status: d.status, fleet: d.fleet, product: d.product };
+      }
+      const p = await r.getPrincipal(kind, id);
+      return p && { kind, id, status: p.status, role: p.role ?? undefined };
+    },
+    revokedSet: () => r.revokedSet(),
+    onChange: (listener) => r.onChange((e) => listener(e)),
+    recordPresence: (batch) =>
+      r.recordPresence(
+        batch.map((b) => ({
+          kind: b.kind,
+          id: b.id,
+          event: b.event,
+          at: b.at,
+          remoteAddress: b.remoteAddress ?? null,
+          brokerNode: b.brokerNode,
+        })),
+      ),
+  };
 }

@@ -8,9 +8,11 @@ import type { CertificateAuthority } from '../pki/ca.ts';
 import {
   type Credentials,
   caCertificateAsClient,
+  enroll,
   issue,
-  MemoryRegistry,
   makeCa,
+  openTestRegistry,
+  setStatus,
   startBroker,
   tempDir,
   tryConnect,
@@ -20,7 +22,7 @@ const DAY = 86_400_000;
 let tmp: ReturnType<typeof tempDir>;
 let ca: CertificateAuthority;
 let other: CertificateAuthority;
-let registry: MemoryRegistry;
+let db: Awaited<ReturnType<typeof openTestRegistry>>;
 let broker: Broker;
 let port: number;
 const creds: Record<string, Credentials> = {};
@@ -29,42 +31,38 @@ beforeAll(async () => {
   tmp = tempDir();
   ca = await makeCa(`${tmp.dir}/fleet`);
   other = await makeCa(`${tmp.dir}/other`, 'Other');
-  registry = new MemoryRegistry();
-  for (const id of ['dev-1', 'dev-revoked', 'dev-suspended', 'dev-serial', 'dev-expired', 'dev-future']) {
-    registry.add('device', id, { fleet: 'f1', product: 'p1' });
-  }
-  registry.add('service', 'ingest');
-  registry.add('station', 'line-1');
-  registry.add('operator', 'alice');
-  registry.setStatus('device', 'dev-revoked', 'revoked');
-  registry.setStatus('device', 'dev-suspended', 'suspended');
-
+  db = await openTestRegistry();
+  const reg = db.registry;
   const now = Date.now();
-  creds.device = issue(ca, 'device', 'dev-1');
-  creds.revoked = issue(ca, 'device', 'dev-revoked');
-  creds.suspended = issue(ca, 'device', 'dev-suspended');
-  creds.serial = issue(ca, 'device', 'dev-serial');
-  registry.revokeSerial('device', 'dev-serial', creds.serial.serial);
-  creds.expired = issue(ca, 'device', 'dev-expired', {
+  creds.device = await enroll(reg, ca, 'device', 'dev-1');
+  creds.revoked = await enroll(reg, ca, 'device', 'dev-revoked');
+  creds.suspended = await enroll(reg, ca, 'device', 'dev-suspended');
+  creds.serial = await enroll(reg, ca, 'device', 'dev-serial');
+  creds.expired = await enroll(reg, ca, 'device', 'dev-expired', {
     notBefore: new Date(now - 3 * DAY),
     notAfter: new Date(now - DAY),
   });
-  creds.future = issue(ca, 'device', 'dev-future', {
+  creds.future = await enroll(reg, ca, 'device', 'dev-future', {
     notBefore: new Date(now + DAY),
     notAfter: new Date(now + 3 * DAY),
   });
+  creds.service = await enroll(reg, ca, 'service', 'ingest');
+  creds.station = await enroll(reg, ca, 'station', 'line-1');
+  creds.operator = await enroll(reg, ca, 'operator', 'alice');
+  await setStatus(reg, 'device', 'dev-revoked', 'revoked');
+  await setStatus(reg, 'device', 'dev-suspended', 'suspended');
+  await reg.revokeCertificate({ serial: creds.serial.serial, actor: 'operator:test' });
+  // Not in the registry, or not from this fleet's CA:
   creds.unknown = issue(ca, 'device', 'dev-unknown');
   creds.otherCa = issue(other, 'device', 'dev-1');
-  creds.service = issue(ca, 'service', 'ingest');
-  creds.station = issue(ca, 'station', 'line-1');
-  creds.operator = issue(ca, 'operator', 'alice');
   creds.serverOnly = issue(ca, 'broker', 'dev-1', { dns: ['dev-1.example'] });
   creds.caCert = caCertificateAsClient(ca);
-  ({ broker, port } = await startBroker(ca, registry));
+  ({ broker, port } = await startBroker(ca, reg));
 });
 
 afterAll(async () => {
   await broker?.stop();
+  await db?.cleanup();
   tmp?.remove();
 });
 
@@ -106,7 +104,8 @@ describe('mTLS CONNECT', () => {
 
   it('counts refusals by reason and handshakes by outcome', async () => {
     const text = await broker.metrics.registry.metrics();
-    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="revoked"\} [1-9]/);
+    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="(certificate_)?revoked"\} [1-9]/);
+    expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="suspended"\} [1-9]/);
     expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="kind_not_allowed"\} [1-9]/);
     expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="client_id_mismatch"\} [1-9]/);
     expect(text).toMatch(/fleet_tls_handshakes_total\{outcome="ok"\} [1-9]/);

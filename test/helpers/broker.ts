@@ -4,7 +4,7 @@
  * with mqtt-packet, mosquitto_pub/sub).
  */
 import { execFile } from 'node:child_process';
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,18 +12,14 @@ import { connect as tlsConnect } from 'node:tls';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
+import postgres from 'postgres';
 import { type Broker, type BrokerConfig, brokerConfig, buildBroker } from '../../broker/index.ts';
-import type {
-  BrokerRegistry,
-  PresenceRecord,
-  StatusChange,
-  SubjectInfo,
-  SubjectStatus,
-} from '../../broker/registry.ts';
+import { type BrokerRegistry, fromRegistry, type SubjectStatus } from '../../broker/registry.ts';
 import { type CertificateAuthority, createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
 import type { IdentityKind } from '../../pki/ids.ts';
 import { FileKeyStore } from '../../pki/keystore.ts';
 import { buildCaCertificate, certToPem, type ProfileName } from '../../pki/x509.ts';
+import { type IssueSubject, openRegistry, type Registry } from '../../registry/index.ts';
 
 export interface Credentials {
   readonly cert: string;
@@ -92,62 +88,81 @@ export function caCertificateAsClient(ca: CertificateAuthority): Credentials {
 // ------------------------------------------------------------------------------------------------ registry
 
 /**
- * An in-memory registry that behaves like the real one towards the broker (status, revoked set with a
- * generation, change feed). Used until registry/ lands; see the adapter in broker/registry.ts.
+ * The real registry: PGlite in memory, or a fresh database on the PostgreSQL server DATABASE_URL points at
+ * (dropped by cleanup()).
  */
-export class MemoryRegistry implements BrokerRegistry {
-  private readonly subjects = new Map<string, SubjectInfo>();
-  private readonly revokedSerials = new Set<string>();
-  private readonly listeners = new Set<(c: StatusChange) => void>();
-  private seq = 0;
-  readonly presence: PresenceRecord[] = [];
-  lookups = 0;
-
-  add(kind: IdentityKind, id: string, attrs: { fleet?: string; product?: string; role?: string } = {}): void {
-    this.subjects.set(`${kind}:${id}`, { kind, id, status: 'active', ...attrs });
+export async function openTestRegistry(): Promise<{ registry: Registry; cleanup(): Promise<void> }> {
+  const base = process.env.DATABASE_URL;
+  if (!base) {
+    const registry = await openRegistry();
+    return { registry, cleanup: () => registry.close() };
   }
-
-  setStatus(kind: IdentityKind, id: string, status: SubjectStatus): void {
-    const k = `${kind}:${id}`;
-    const s = this.subjects.get(k);
-    if (!s) throw new Error(`no ${k}`);
-    this.subjects.set(k, { ...s, status });
-    this.emit({ seq: ++this.seq, kind, id, status, at: new Date() });
-  }
-
-  revokeSerial(kind: IdentityKind, id: string, serial: string): void {
-    this.revokedSerials.add(serial);
-    this.emit({ seq: ++this.seq, kind, id, serial, status: 'revoked', at: new Date() });
-  }
-
-  private emit(c: StatusChange): void {
-    for (const l of this.listeners) queueMicrotask(() => l(c));
-  }
-
-  async lookup(kind: IdentityKind, id: string): Promise<SubjectInfo | undefined> {
-    this.lookups++;
-    return this.subjects.get(`${kind}:${id}`);
-  }
-
-  async revokedSet() {
-    return {
-      generation: this.seq,
-      subjects: [...this.subjects.values()]
-        .filter((s) => s.status !== 'active')
-        .map((s) => ({ kind: s.kind, id: s.id, status: s.status })),
-      serials: [...this.revokedSerials],
-    };
-  }
-
-  onChange(listener: (c: StatusChange) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  async recordPresence(batch: readonly PresenceRecord[]): Promise<void> {
-    this.presence.push(...batch);
-  }
+  const dbName = `fleet_broker_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const url = new URL(base);
+  url.pathname = `/${dbName}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${dbName}`);
+  await admin.end();
+  const registry = await openRegistry({ databaseUrl: url.toString() });
+  return {
+    registry,
+    async cleanup() {
+      await registry.close();
+      const a = postgres(base, { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${dbName} with (force)`);
+      await a.end();
+    },
+  };
 }
+
+export type EnrollOptions = {
+  notBefore?: Date;
+  notAfter?: Date;
+  fleet?: string;
+  product?: string;
+  role?: string;
+};
+
+/** Issues a certificate for `kind:id` and records it (and its subject) in the registry, as provisioning does. */
+export async function enroll(
+  registry: Registry,
+  ca: CertificateAuthority,
+  kind: IdentityKind,
+  id: string,
+  opts: EnrollOptions = {},
+): Promise<Credentials> {
+  const k = newKey();
+  const issued = ca.issue({
+    profile: kind,
+    id,
+    spki: k.spki,
+    ...(opts.notBefore ? { notBefore: opts.notBefore } : {}),
+    ...(opts.notAfter ? { notAfter: opts.notAfter } : {}),
+  });
+  const subject: IssueSubject =
+    kind === 'device'
+      ? { kind, id, product: opts.product ?? 'p1', fleet: opts.fleet ?? 'f1' }
+      : kind === 'service'
+        ? { kind, id, role: opts.role ?? null }
+        : { kind, id };
+  await registry.recordIssued({
+    subject,
+    certificate: {
+      serial: issued.serial,
+      issuerCa: issued.issuerCa,
+      der: issued.der,
+      fingerprintSha256: issued.fingerprint,
+      spkiSha256: issued.spkiSha256,
+      notBefore: issued.notBefore,
+      notAfter: issued.notAfter,
+    },
+    actor: 'operator:test',
+  });
+  return { cert: certToPem(issued.der), key: k.key, serial: issued.serial, id };
+}
+
+export const setStatus = (registry: Registry, kind: IdentityKind, id: string, status: SubjectStatus) =>
+  registry.setStatus({ kind, id, status, actor: 'operator:test' });
 
 // ------------------------------------------------------------------------------------------------ broker
 
@@ -155,7 +170,7 @@ export const silentLogger = () => pino({ level: process.env.FLEET_TEST_LOG ?? 's
 
 export async function startBroker(
   ca: CertificateAuthority,
-  registry: BrokerRegistry,
+  registry: Registry | BrokerRegistry,
   overrides: Parameters<typeof brokerConfig>[0] = {},
 ): Promise<{ broker: Broker; port: number; config: BrokerConfig }> {
   const config = brokerConfig({
@@ -165,7 +180,8 @@ export async function startBroker(
     ...overrides,
     metrics: { port: null, ...overrides.metrics },
   });
-  const broker = buildBroker(config, { ca, registry, logger: silentLogger() });
+  const r = 'getDevice' in registry ? fromRegistry(registry) : registry;
+  const broker = buildBroker(config, { ca, registry: r, logger: silentLogger() });
   const { port } = await broker.start();
   return { broker, port, config };
 }
