@@ -9,7 +9,7 @@ import { FleetError } from '../pki/errors.ts';
 import { assertValidId } from '../pki/ids.ts';
 import { certToPem } from '../pki/x509.ts';
 import { currentCrl } from '../provisioning/crl.ts';
-import { Issuance } from '../provisioning/issuance.ts';
+import { checkDeviceRequest, Issuance } from '../provisioning/issuance.ts';
 import { openRegistry, type Registry, SUBJECT_STATUSES, type SubjectStatus } from '../registry/index.ts';
 import type { FleetConfig } from './config.ts';
 import { caConfigFrom, keyStoreFor, paths } from './context.ts';
@@ -166,15 +166,12 @@ const deviceIssue = async (ctx: CommandContext, argv: string[]) => {
   } catch (cause) {
     throw new FleetError('CSR_UNREADABLE', `cannot read the CSR file ${values.csr}`, { cause });
   }
+  const req = { id: values.id, product: values.product, fleet: values.fleet, csr, actor: LOCAL_ACTOR };
+  // Check the request before touching the CA or the registry: a bad CSR or id changes nothing.
+  const checked = checkDeviceRequest(req);
   const ca = await openCaFor(ctx.config);
   const result = await withRegistry(ctx.config, (registry) =>
-    new Issuance(ca, registry).issueDevice({
-      id: values.id!,
-      product: values.product!,
-      fleet: values.fleet,
-      csr,
-      actor: LOCAL_ACTOR,
-    }),
+    new Issuance(ca, registry).issueDevice(req, checked),
   );
   const pem = certToPem(result.der) + result.chain.map(certToPem).join('');
   let written: string | undefined;

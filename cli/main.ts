@@ -4,12 +4,23 @@
  * or FLEET_DATA_DIR) and `--json`. Configuration is read here, once, and passed down.
  */
 import 'reflect-metadata';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FleetError } from '../pki/errors.ts';
 import { COMMANDS, type CommandContext, UsageError, usage } from './commands.ts';
 import { loadConfig } from './config.ts';
 
-async function main(argv: string[]): Promise<number> {
+export interface CliIo {
+  out: NodeJS.WritableStream;
+  err: NodeJS.WritableStream;
+}
+
+/** Runs one `fleet` invocation; returns the exit code. Tests call this in-process. */
+export async function runCli(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+  io: CliIo = { out: process.stdout, err: process.stderr },
+): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -20,12 +31,12 @@ async function main(argv: string[]): Promise<number> {
   try {
     const name = positionals[0];
     if (!name || values.help) {
-      process.stdout.write(usage());
+      io.out.write(usage());
       return name || values.help ? 0 : 2;
     }
     const cmd = COMMANDS[name];
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
-    const config = loadConfig(process.env, {
+    const config = loadConfig(env, {
       data: typeof values.data === 'string' ? values.data : undefined,
       json,
     });
@@ -38,27 +49,29 @@ async function main(argv: string[]): Promise<number> {
     return await cmd.run(ctx);
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`fleet: ${e.message}\n\n${usage()}`);
+      io.err.write(`fleet: ${e.message}\n\n${usage()}`);
       return 2;
     }
     if (e instanceof FleetError) {
-      if (json) process.stdout.write(`${JSON.stringify({ error: e.toPublic() })}\n`);
-      process.stderr.write(`fleet: error ${e.code}: ${e.message}\n`);
-      if (e.cause && process.env.FLEET_DEBUG)
-        process.stderr.write(`cause: ${String((e.cause as Error).stack ?? e.cause)}\n`);
+      if (json) io.out.write(`${JSON.stringify({ error: e.toPublic() })}\n`);
+      io.err.write(`fleet: error ${e.code}: ${e.message}\n`);
+      if (e.cause && env.FLEET_DEBUG) io.err.write(`cause: ${String((e.cause as Error).stack ?? e.cause)}\n`);
       return 1;
     }
-    process.stderr.write(`fleet: internal error: ${(e as Error).stack ?? String(e)}\n`);
+    io.err.write(`fleet: internal error: ${(e as Error).stack ?? String(e)}\n`);
     return 70;
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e) => {
-    process.stderr.write(`fleet: ${String(e)}\n`);
-    process.exitCode = 70;
-  },
-);
+// Run only when executed, not when imported by tests.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runCli(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`fleet: ${String(e)}\n`);
+      process.exitCode = 70;
+    },
+  );
+}

@@ -76,26 +76,28 @@ function fromIssued(c: IssuedCertificate, chain: Buffer[]): IssueResult {
   };
 }
 
+/** Validates a device request's ids and CSR; pure, so callers refuse a bad line before any I/O. */
+export function checkDeviceRequest(
+  req: Pick<DeviceIssueRequest, 'id' | 'product' | 'fleet' | 'csr'>,
+): CheckedCsr {
+  assertValidId(req.id, 'device id');
+  assertValidId(req.product, 'product');
+  if (req.fleet !== undefined) assertValidId(req.fleet, 'fleet');
+  return checkCsr(req.csr, req.id);
+}
+
 export class Issuance {
   constructor(
     readonly ca: CertificateAuthority,
     readonly registry: Registry,
   ) {}
 
-  /** Validates the request's ids and CSR; pure, so callers can refuse a bad line before any I/O. */
-  checkDeviceRequest(req: DeviceIssueRequest): CheckedCsr {
-    assertValidId(req.id, 'device id');
-    assertValidId(req.product, 'product');
-    if (req.fleet !== undefined) assertValidId(req.fleet, 'fleet');
-    return checkCsr(req.csr, req.id);
-  }
-
   /**
    * Issues a device certificate. Idempotent: the same device id with the same public key gets its existing
    * active certificate back. A different key for an enrolled device is refused (DEVICE_KEY_CONFLICT) unless
    * an operator has reset the device.
    */
-  async issueDevice(req: DeviceIssueRequest, checked = this.checkDeviceRequest(req)): Promise<IssueResult> {
+  async issueDevice(req: DeviceIssueRequest, checked = checkDeviceRequest(req)): Promise<IssueResult> {
     const chain = this.ca.chainFor('device');
     const existing = await this.registry.findCertificateForKey(
       { kind: 'device', id: req.id },
