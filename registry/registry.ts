@@ -256,6 +256,8 @@ const HEX_SHA256 = /^[0-9a-f]{64}$/;
 const MAX_LIMIT = 1000;
 /** Rows per multi-row INSERT: well below PostgreSQL's 65,535 bind parameters. */
 const CHUNK = 1000;
+/** Rows per column-array (unnest) statement. */
+const BULK_CHUNK = 5000;
 
 function invalid(message: string, details?: Record<string, unknown>): RegistryError {
   return new RegistryError('REGISTRY_INVALID_INPUT', message, details ? { details } : {});
@@ -364,6 +366,35 @@ function checkCertificate(c: NewCertificate, what: string): void {
   }
 }
 
+type DeviceSubject = Extract<IssueSubject, { kind: 'device' }>;
+
+/** One array bind parameter (drizzle would otherwise expand a JS array into a list of parameters). */
+function textArray(values: (string | null)[]): SQL {
+  return sql`${sql.param(values)}`;
+}
+
+/** Rows of a raw statement: postgres.js returns an array, PGlite `{ rows }`. */
+async function exec(db: Db, query: SQL): Promise<Record<string, unknown>[]> {
+  const r = (await db.execute(query)) as unknown;
+  return (Array.isArray(r) ? r : (r as { rows: Record<string, unknown>[] }).rows) as Record<
+    string,
+    unknown
+  >[];
+}
+
+/**
+ * Multi-row audit insert as ONE statement of column arrays (unnest): the parameter count stays constant
+ * whatever the batch size, and it avoids building a large query per row.
+ */
+async function insertAudit(db: Db, entries: NewAuditEntry[]): Promise<void> {
+  for (const part of chunks(entries, BULK_CHUNK)) {
+    await db.execute(sql`insert into ${auditLog} (actor, action, subject, outcome, details)
+      select * from unnest(${textArray(part.map((e) => e.actor))}::text[], ${textArray(part.map((e) => e.action))}::text[],
+        ${textArray(part.map((e) => e.subject ?? null))}::text[], ${textArray(part.map((e) => e.outcome))}::text[],
+        ${textArray(part.map((e) => (e.details ? JSON.stringify(e.details) : null)))}::text[]::jsonb[])`);
+  }
+}
+
 function chunks<T>(items: T[], size = CHUNK): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
@@ -461,18 +492,17 @@ export class Registry {
       const reenrolled = new Set<string>();
       if (deviceRecs.length > 0) {
         const inserted = new Set<string>();
-        for (const part of chunks(deviceRecs)) {
-          const rows = await tx
-            .insert(devices)
-            .values(
-              part.map((r) => {
-                const s = r.subject as Extract<IssueSubject, { kind: 'device' }>;
-                return { id: s.id, product: s.product, fleet: s.fleet, enrolledBy: r.enrolledBy ?? null };
-              }),
-            )
-            .onConflictDoNothing()
-            .returning({ id: devices.id });
-          for (const { id } of rows) inserted.add(id);
+        for (const part of chunks(deviceRecs, BULK_CHUNK)) {
+          const rows = await exec(
+            tx,
+            sql`insert into ${devices} (id, product, fleet, enrolled_by)
+              select * from unnest(${textArray(part.map((r) => r.subject.id))}::text[],
+                ${textArray(part.map((r) => (r.subject as DeviceSubject).product))}::text[],
+                ${textArray(part.map((r) => (r.subject as DeviceSubject).fleet))}::text[],
+                ${textArray(part.map((r) => r.enrolledBy ?? null))}::text[])
+              on conflict do nothing returning id`,
+          );
+          for (const row of rows) inserted.add(row['id'] as string);
         }
         const existing = deviceRecs.map((r) => r.subject.id).filter((id) => !inserted.has(id));
         if (existing.length > 0) {
@@ -531,27 +561,25 @@ export class Registry {
 
       // Certificates: a conflict on serial or fingerprint refuses the whole batch.
       const out: CertificateRow[] = [];
-      for (const part of chunks(records)) {
-        const rows = await tx
-          .insert(certificates)
-          .values(
-            part.map((r) => ({
-              serial: r.certificate.serial,
-              subjectKind: r.subject.kind,
-              subjectId: r.subject.id,
-              issuerCa: r.certificate.issuerCa,
-              der: r.certificate.der,
-              fingerprintSha256: r.certificate.fingerprintSha256,
-              spkiSha256: r.certificate.spkiSha256,
-              notBefore: r.certificate.notBefore,
-              notAfter: r.certificate.notAfter,
-              enrolledBy: r.enrolledBy ?? null,
-            })),
-          )
-          .onConflictDoNothing()
-          .returning();
+      for (const part of chunks(records, BULK_CHUNK)) {
+        const col = (f: (r: IssueRecord) => string | null) => textArray(part.map(f));
+        const rows = await exec(
+          tx,
+          sql`insert into ${certificates} (serial, subject_kind, subject_id, issuer_ca, der, fingerprint_sha256,
+              spki_sha256, not_before, not_after, enrolled_by)
+            select s, k, i, ca, decode(d, 'hex'), f, sp, nb::timestamptz, na::timestamptz, eb
+            from unnest(${col((r) => r.certificate.serial)}::text[], ${col((r) => r.subject.kind)}::text[],
+              ${col((r) => r.subject.id)}::text[], ${col((r) => r.certificate.issuerCa)}::text[],
+              ${col((r) => Buffer.from(r.certificate.der).toString('hex'))}::text[],
+              ${col((r) => r.certificate.fingerprintSha256)}::text[], ${col((r) => r.certificate.spkiSha256)}::text[],
+              ${col((r) => r.certificate.notBefore.toISOString())}::text[],
+              ${col((r) => r.certificate.notAfter.toISOString())}::text[], ${col((r) => r.enrolledBy ?? null)}::text[])
+              as t(s, k, i, ca, d, f, sp, nb, na, eb)
+            on conflict do nothing
+            returning serial, (extract(epoch from created_at) * 1000)::float8 as created_ms`,
+        );
         if (rows.length !== part.length) {
-          const got = new Set(rows.map((x) => x.serial));
+          const got = new Set(rows.map((x) => x['serial'] as string));
           const clashing = part.map((r) => r.certificate.serial).filter((s) => !got.has(s));
           throw new RegistryError(
             'CERTIFICATE_EXISTS',
@@ -559,7 +587,28 @@ export class Registry {
             { details: { serials: clashing } },
           );
         }
-        out.push(...rows);
+        const createdAt = new Map(
+          rows.map((x) => [x['serial'] as string, new Date(Number(x['created_ms']))]),
+        );
+        for (const r of part) {
+          out.push({
+            serial: r.certificate.serial,
+            subjectKind: r.subject.kind,
+            subjectId: r.subject.id,
+            issuerCa: r.certificate.issuerCa,
+            der: r.certificate.der,
+            fingerprintSha256: r.certificate.fingerprintSha256,
+            spkiSha256: r.certificate.spkiSha256,
+            notBefore: r.certificate.notBefore,
+            notAfter: r.certificate.notAfter,
+            status: 'active',
+            revocationReason: null,
+            revokedAt: null,
+            supersededBy: null,
+            createdAt: createdAt.get(r.certificate.serial)!,
+            enrolledBy: r.enrolledBy ?? null,
+          });
+        }
       }
 
       // Re-enrollments allowed by an operator reset: the old certificates are superseded by the new one.
@@ -569,25 +618,24 @@ export class Registry {
         await tx.update(devices).set({ reenrollAllowed: false }).where(eq(devices.id, r.subject.id));
       }
 
-      for (const part of chunks(records)) {
-        await tx.insert(auditLog).values(
-          part.map((r) => ({
-            actor: r.actor,
-            action:
-              reenrolled.has(r.subject.id) && r.subject.kind === 'device'
-                ? 'device.reenroll'
-                : 'certificate.issue',
-            subject: ref(r.subject.kind, r.subject.id),
-            outcome: 'success' as const,
-            details: {
-              serial: r.certificate.serial,
-              issuerCa: r.certificate.issuerCa,
-              ...(r.enrolledBy ? { enrolledBy: r.enrolledBy } : {}),
-              ...(r.details ?? {}),
-            },
-          })),
-        );
-      }
+      await insertAudit(
+        tx,
+        records.map((r) => ({
+          actor: r.actor,
+          action:
+            reenrolled.has(r.subject.id) && r.subject.kind === 'device'
+              ? 'device.reenroll'
+              : 'certificate.issue',
+          subject: ref(r.subject.kind, r.subject.id),
+          outcome: 'success',
+          details: {
+            serial: r.certificate.serial,
+            issuerCa: r.certificate.issuerCa,
+            ...(r.enrolledBy ? { enrolledBy: r.enrolledBy } : {}),
+            ...(r.details ?? {}),
+          },
+        })),
+      );
       return out;
     });
   }
