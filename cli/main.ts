@@ -43,8 +43,8 @@ export async function runCli(
     const ctx: CommandContext = {
       config,
       argv: argv.slice(argv.indexOf(name) + 1),
-      out: process.stdout,
-      err: process.stderr,
+      out: io.out,
+      err: io.err,
     };
     return await cmd.run(ctx);
   } catch (e) {
