@@ -72,7 +72,7 @@ export class FleetMq {
 
   constructor(opts: FleetMqOptions = {}) {
     this.concurrency = opts.concurrency ?? 0;
-    this.highWaterMark = opts.highWaterMark ?? 10_000;
+    this.highWaterMark = opts.highWaterMark ?? 1000;
     this.lowWaterMark = opts.lowWaterMark ?? Math.floor(this.highWaterMark / 2);
     if (!(this.lowWaterMark < this.highWaterMark))
       throw new RangeError('lowWaterMark must be < highWaterMark');
