@@ -167,6 +167,19 @@ describe.each(backends)('registry on $name', (backend) => {
       });
     });
 
+    it('keeps audit details exactly, quotes and backslashes included', async () => {
+      const rec = { ...deviceRecord(), details: { note: 'he said "hi" \\ {a,b}', n: 3 } };
+      await reg.recordIssuedBatch([rec, deviceRecord()]);
+      const [entry] = (await reg.listAudit({ subject: `device:${rec.subject.id}` })).items;
+      expect(entry!.details).toEqual({
+        serial: rec.certificate.serial,
+        issuerCa: 'device',
+        enrolledBy: 'line-1',
+        note: 'he said "hi" \\ {a,b}',
+        n: 3,
+      });
+    });
+
     it('is atomic: a failing certificate insert leaves neither the device row nor an audit entry', async () => {
       const first = deviceRecord();
       await reg.recordIssued(first);
@@ -395,6 +408,27 @@ describe.each(backends)('registry on $name', (backend) => {
       expect(cert!.subjectStatus).toBe(to);
       if (to === 'revoked') expect(cert).toMatchObject({ status: 'revoked', reason: 'keyCompromise' });
       else expect(cert!.status).toBe('active');
+    });
+
+    it('lets exactly one of two concurrent revocations of the same subject win', async () => {
+      const { id } = await makeSubject('device');
+      const g0 = await reg.generation();
+      const results = await Promise.allSettled([
+        reg.setStatus({
+          kind: 'device',
+          id,
+          status: 'revoked',
+          reason: 'keyCompromise',
+          actor: 'operator:a',
+        }),
+        reg.setStatus({ kind: 'device', id, status: 'revoked', reason: 'superseded', actor: 'operator:b' }),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(rejected.map((r) => (isFleetError(r.reason) ? r.reason.code : r.reason))).toEqual([
+        'ALREADY_REVOKED',
+      ]);
+      expect((await reg.changesSince(g0)).filter((c) => c.id === id)).toHaveLength(1);
     });
 
     it('refuses a status change for an unknown subject with SUBJECT_NOT_FOUND', async () => {
