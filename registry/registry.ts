@@ -1229,6 +1229,59 @@ export class Registry {
     }));
   }
 
+  /**
+   * Active certificates of one issuing CA whose subject is suspended, with the time of the suspension: a
+   * CRL lists them on hold (RFC 5280 §5.3.1 certificateHold) until the subject is reinstated.
+   */
+  async heldCertificates(issuerCa: string): Promise<RevokedCertificate[]> {
+    const rows = await exec(
+      this.db,
+      sql`select c.serial, coalesce(d.status_changed_at, p.status_changed_at, c.created_at) as held_at
+        from ${certificates} c
+        left join ${devices} d on c.subject_kind = 'device' and d.id = c.subject_id
+        left join ${principals} p on c.subject_kind <> 'device' and p.kind = c.subject_kind and p.id = c.subject_id
+        where c.issuer_ca = ${issuerCa} and c.status = 'active' and coalesce(d.status, p.status) = 'suspended'
+        order by c.serial`,
+    );
+    return rows.map((r) => ({
+      serial: r['serial'] as string,
+      revokedAt: new Date(r['held_at'] as string | Date),
+      reason: 'certificateHold' as const,
+    }));
+  }
+
+  /**
+   * Active certificates (of any subject not revoked) whose notAfter is within `withinDays` (expired ones
+   * included), soonest first: the "expires at 3 AM" list. The cursor is the last serial of a page.
+   */
+  async expiringCertificates(opts: {
+    withinDays: number;
+    limit?: number;
+    cursor?: string;
+  }): Promise<Page<CertificateSummary>> {
+    const days = opts.withinDays;
+    if (typeof days !== 'number' || !Number.isFinite(days) || days < 0)
+      throw invalid('withinDays must be a non-negative number', { field: 'withinDays' });
+    const limit = checkLimit(opts.limit);
+    const where: SQL[] = [
+      eq(certificates.status, 'active'),
+      sql`${certificates.notAfter} <= now() + (${days} * interval '1 day')`,
+    ];
+    if (opts.cursor !== undefined) {
+      const c = canonicalSerial(opts.cursor, 'cursor');
+      where.push(
+        sql`(${certificates.notAfter}, ${certificates.serial}) > (select not_after, serial from ${certificates} where serial = ${c})`,
+      );
+    }
+    const rows = await this.db
+      .select(certificateSummaryColumns)
+      .from(certificates)
+      .where(and(...where))
+      .orderBy(asc(certificates.notAfter), asc(certificates.serial))
+      .limit(limit + 1);
+    return page(rows, limit, (c) => c.serial);
+  }
+
   /** Status of one certificate by serial, for OCSP; undefined when unknown. */
   async certificateStatus(serial: string): Promise<CertificateStatusInfo | undefined> {
     const s = canonicalSerial(serial);
