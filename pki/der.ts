@@ -21,18 +21,37 @@ export const TAG = {
   SET: 0x31,
 } as const;
 
-function lengthBytes(len: number): Buffer {
-  if (len < 0x80) return Buffer.from([len]);
-  if (len < 0x100) return Buffer.from([0x81, len]);
-  if (len < 0x10000) return Buffer.from([0x82, len >> 8, len & 0xff]);
-  if (len < 0x1000000) return Buffer.from([0x83, len >> 16, (len >> 8) & 0xff, len & 0xff]);
-  return Buffer.from([0x84, (len >>> 24) & 0xff, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
+function headerSize(len: number): number {
+  return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : len < 0x1000000 ? 5 : 6;
 }
 
-/** Encodes one TLV from a tag and already-encoded contents. */
+/** Writes tag and length at `out[0…]`; returns the header size. */
+function writeHeader(out: Buffer, tag: number, len: number): number {
+  out[0] = tag;
+  if (len < 0x80) {
+    out[1] = len;
+    return 2;
+  }
+  const n = len < 0x100 ? 1 : len < 0x10000 ? 2 : len < 0x1000000 ? 3 : 4;
+  out[1] = 0x80 | n;
+  for (let i = 0; i < n; i++) out[1 + n - i] = (len >>> (8 * i)) & 0xff;
+  return 2 + n;
+}
+
+/**
+ * Encodes one TLV from a tag and already-encoded contents: one allocation, each part copied once (this
+ * is on the issuing hot path; three allocations and a concat per TLV cost more than the signature).
+ */
 export function tlv(tag: number, ...contents: Buffer[]): Buffer {
-  const body = contents.length === 1 ? contents[0]! : Buffer.concat(contents);
-  return Buffer.concat([Buffer.from([tag]), lengthBytes(body.length), body]);
+  let len = 0;
+  for (const c of contents) len += c.length;
+  const out = Buffer.allocUnsafe(headerSize(len) + len);
+  let p = writeHeader(out, tag, len);
+  for (const c of contents) {
+    c.copy(out, p);
+    p += c.length;
+  }
+  return out;
 }
 
 export const seq = (...items: Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...items);
@@ -65,7 +84,18 @@ export function uint(n: number | bigint): Buffer {
   return uintFromBytes(Buffer.from(hex, 'hex'));
 }
 
+const oidCache = new Map<string, Buffer>();
+
+/** An OBJECT IDENTIFIER; encodings are memoised (a handful of constants), so callers must not mutate. */
 export function oid(dotted: string): Buffer {
+  const hit = oidCache.get(dotted);
+  if (hit) return hit;
+  const enc = encodeOid(dotted);
+  if (oidCache.size < 1024) oidCache.set(dotted, enc);
+  return enc;
+}
+
+function encodeOid(dotted: string): Buffer {
   const parts = dotted.split('.').map((p) => BigInt(p));
   if (parts.length < 2) throw new Error(`bad OID ${dotted}`);
   const bytes: number[] = [];

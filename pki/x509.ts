@@ -3,7 +3,7 @@
  * (issuer name, signature algorithm, AKI, CRL DP, AIA, key usage, EKU) is encoded once by `Issuer`; a
  * certificate costs one SHA-1 (SKI), one random serial, a few concatenations and one signature.
  */
-import { createHash, randomFillSync, X509Certificate } from 'node:crypto';
+import { hash, randomFillSync, X509Certificate } from 'node:crypto';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { type IdentityKind, identityUri } from './ids.ts';
@@ -132,8 +132,7 @@ export function spkiPublicKeyBits(spki: Buffer): Buffer {
   return spki.subarray(b.contentStart + 1, b.end);
 }
 
-export const keyIdentifier = (spki: Buffer): Buffer =>
-  createHash('sha1').update(spkiPublicKeyBits(spki)).digest();
+export const keyIdentifier = (spki: Buffer): Buffer => hash('sha1', spkiPublicKeyBits(spki), 'buffer');
 
 export function sigAlgFor(signer: Signer): Buffer {
   return der.seq(der.oid(hashFor(signer.algorithm) === 'sha384' ? OID.ecdsaWithSHA384 : OID.ecdsaWithSHA256));
@@ -321,8 +320,8 @@ export class Issuer {
     return Object.freeze({
       der: cert,
       serial: serial.toString('hex'),
-      fingerprint: createHash('sha256').update(cert).digest('hex'),
-      spkiSha256: createHash('sha256').update(req.spki).digest('hex'),
+      fingerprint: hash('sha256', cert, 'hex'),
+      spkiSha256: hash('sha256', req.spki, 'hex'),
       notBefore: nb,
       notAfter: na,
       profile: req.profile,
