@@ -321,7 +321,19 @@ const crl: Command = {
   },
 };
 
-export const COMMANDS: Record<string, Command> = { init, device, crl };
+export const COMMANDS: Record<string, Command> = {
+  init,
+  device,
+  crl,
+  up: {
+    summary: 'run the whole system (what `npm start` runs)',
+    run: async (ctx) => (await import('./up.ts')).up.run(ctx),
+  },
+  broker: {
+    summary: 'run the MQTT broker alone',
+    run: async (ctx) => (await import('./up.ts')).broker.run(ctx),
+  },
+};
 
 export function usage(): string {
   const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);

@@ -1,0 +1,124 @@
+/**
+ * `fleet up` (what `npm start` runs) and `fleet broker`: the services of the embedded default in one
+ * process, sharing one CA and one registry. It prints what exists and the exact commands to try next.
+ */
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { brokerConfig, buildBroker } from '../broker/index.ts';
+import { fromRegistry } from '../broker/registry.ts';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import { openCa } from '../pki/ca.ts';
+import { openRegistry, type Registry } from '../registry/index.ts';
+import type { Command, CommandContext } from './commands.ts';
+import { initDataDir } from './commands.ts';
+import type { FleetConfig } from './config.ts';
+import { caConfigFrom, keyStoreFor, paths } from './context.ts';
+
+export interface Service {
+  name: string;
+  /** Human lines for the banner (addresses). */
+  describe(): string[];
+  stop(): Promise<void>;
+}
+
+export interface Runtime {
+  config: FleetConfig;
+  ca: CertificateAuthority;
+  registry: Registry;
+  logger: Logger;
+}
+
+export async function openRuntime(config: FleetConfig): Promise<Runtime> {
+  const { keys } = await keyStoreFor(config);
+  const { ca } = await openCa(paths(config.dataDir).ca, keys, caConfigFrom(config));
+  // Logs go to stderr so the banner on stdout stays readable; they are JSON lines for machines.
+  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  return { config, ca, registry, logger };
+}
+
+export async function startBroker(rt: Runtime): Promise<Service> {
+  const broker = buildBroker(
+    brokerConfig({ port: rt.config.mqttPort, metrics: { port: rt.config.metricsPort } }),
+    { ca: rt.ca, registry: fromRegistry(rt.registry), logger: rt.logger.child({ part: 'broker' }) },
+  );
+  const { port, metricsPort } = await broker.start();
+  return {
+    name: 'broker',
+    describe: () => [
+      `  MQTT broker (mTLS)      mqtts://${rt.config.host}:${port}`,
+      ...(metricsPort ? [`  metrics (Prometheus)    http://${rt.config.host}:${metricsPort}/metrics`] : []),
+    ],
+    stop: () => broker.stop(),
+  };
+}
+
+function nextSteps(config: FleetConfig): string[] {
+  const d = config.dataDir;
+  const fleet = 'npx fleet';
+  const dataFlag = d === join(process.cwd(), 'data') ? '' : ` --data ${d}`;
+  return [
+    'Enroll a first device (its key never leaves it) and publish telemetry:',
+    '',
+    '  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \\',
+    '    -keyout dev-1.key -subj /CN=dev-1 -out dev-1.csr',
+    `  ${fleet} device issue --id dev-1 --product thermo --csr dev-1.csr --out certs${dataFlag}`,
+    `  mosquitto_pub --cafile ${join(d, 'ca', 'root.crt.pem')} --cert certs/dev-1.crt.pem --key dev-1.key \\`,
+    `    -h ${config.host} -p ${config.mqttPort} -i dev-1 -t devices/dev-1/telemetry -m '{"t":21.5}' -q 1`,
+    '',
+    `Revoke it (its live connection is dropped at once): ${fleet} device revoke dev-1 --reason keyCompromise${dataFlag}`,
+  ];
+}
+
+async function runServices(ctx: CommandContext, which: ('broker' | 'provisioning')[]): Promise<number> {
+  const init = await initDataDir(ctx.config);
+  const rt = await openRuntime(ctx.config);
+  const services: Service[] = [];
+  const stopAll = async () => {
+    for (const s of services.reverse())
+      await s.stop().catch((e) => rt.logger.error({ event: 'stop_failed', service: s.name, err: e }));
+    await rt.registry.close();
+  };
+  try {
+    if (which.includes('broker')) services.push(await startBroker(rt));
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  const out = [
+    `Fleet is running (data: ${ctx.config.dataDir})`,
+    ...init.created.map((c) => `  created ${c}`),
+    `  root CA                 ${init.ca.root}`,
+    `  registry                ${init.registry}`,
+    ...services.flatMap((s) => s.describe()),
+    '',
+    ...nextSteps(ctx.config),
+    '',
+    'Ctrl-C stops it.',
+  ];
+  if (init.ca.passphraseSource === 'generated') {
+    out.push(
+      '',
+      'WARNING: the CA passphrase was generated into data/secrets/; production supplies its own (FLEET_CA_PASSPHRASE_FILE).',
+    );
+  }
+  ctx.out.write(`${out.join('\n')}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  ctx.err.write('fleet: stopping\n');
+  await stopAll();
+  return 0;
+}
+
+export const up: Command = {
+  summary: 'run the whole system on this data dir (what `npm start` runs)',
+  run: (ctx) => runServices(ctx, ['provisioning', 'broker']),
+};
+
+export const broker: Command = {
+  summary: 'run the MQTT broker alone',
+  run: (ctx) => runServices(ctx, ['broker']),
+};
