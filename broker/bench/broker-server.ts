@@ -1,0 +1,88 @@
+/**
+ * Benchmark server process (started by broker.bench.ts). `--mode fleet` runs buildBroker() with the
+ * real registry (PGlite in memory, devices recorded from the fixture); `--mode bare` is the baseline: a
+ * bare Node TLS server with the same certificates and options that answers any CONNECT with CONNACK
+ * `20 02 00 00`. Prints one JSON line `{ "port": … }` when listening. IPC: `{ revoke: id }` revokes a
+ * device and replies with the absolute time the revocation was committed.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createServer } from 'node:tls';
+import pino from 'pino';
+import { DEFAULT_CA_CONFIG, loadCa } from '../../pki/ca.ts';
+import { FileKeyStore } from '../../pki/keystore.ts';
+import { openRegistry } from '../../registry/index.ts';
+import { brokerConfig, buildBroker } from '../index.ts';
+import { fromRegistry } from '../registry.ts';
+import type { Fixture } from './broker.bench.ts';
+
+const mode = process.argv[process.argv.indexOf('--mode') + 1] ?? 'fleet';
+const dir = process.argv[process.argv.indexOf('--dir') + 1]!;
+const fx = JSON.parse(readFileSync(join(dir, 'fixture.json'), 'utf8')) as Fixture;
+const now = () => performance.timeOrigin + performance.now();
+
+if (mode === 'bare') {
+  const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
+  const server = createServer(
+    {
+      cert: readFileSync(fx.serverCert),
+      key: readFileSync(fx.serverKey),
+      ca: fx.trustPem,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: 10_000,
+      noDelay: true,
+    },
+    (sock) => {
+      sock.once('data', () => sock.write(CONNACK));
+      sock.on('error', () => {});
+      sock.on('end', () => sock.end());
+    },
+  );
+  server.listen(0, '127.0.0.1', () => {
+    const a = server.address();
+    process.stdout.write(`${JSON.stringify({ port: typeof a === 'object' && a ? a.port : 0 })}\n`);
+  });
+} else {
+  const ca = await loadCa(fx.caDir, new FileKeyStore(fx.keysDir, fx.passphrase), DEFAULT_CA_CONFIG);
+  const registry = await openRegistry();
+  for (let i = 0; i < fx.records.length; i += 500) {
+    await registry.recordIssuedBatch(
+      fx.records.slice(i, i + 500).map((r) => ({
+        subject: { kind: 'device' as const, id: r.id, product: 'bench', fleet: 'bench' },
+        certificate: {
+          serial: r.serial,
+          issuerCa: 'device',
+          der: Buffer.from(r.der, 'base64'),
+          fingerprintSha256: r.fingerprint,
+          spkiSha256: r.spkiSha256,
+          notBefore: new Date(r.notBefore),
+          notAfter: new Date(r.notAfter),
+        },
+        actor: 'operator:bench',
+      })),
+    );
+  }
+  const broker = buildBroker(
+    brokerConfig({
+      host: '127.0.0.1',
+      port: 0,
+      nodeId: 'bench',
+      tls: { certFile: fx.serverCert, keyFile: fx.serverKey },
+      limits: { connectRatePerS: 0, maxConnections: 19_000 },
+      metrics: { port: null },
+    }),
+    { ca, registry: fromRegistry(registry), logger: pino({ level: 'error' }, pino.destination(2)) },
+  );
+  const { port } = await broker.start();
+  process.stdout.write(`${JSON.stringify({ port })}\n`);
+  process.on('message', (m: { revoke?: string }) => {
+    if (!m.revoke) return;
+    const t0 = now();
+    registry
+      .setStatus({ kind: 'device', id: m.revoke, status: 'revoked', actor: 'operator:bench' })
+      .then(() => process.send?.({ revoked: m.revoke, t0, committed: now() }));
+  });
+}
+process.on('SIGTERM', () => process.exit(0));
