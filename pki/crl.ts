@@ -6,8 +6,23 @@ import { OID } from './oids.ts';
 import type { Issuer } from './x509.ts';
 import { akiExt, keyIdentifier, sigAlgFor } from './x509.ts';
 
-/** RFC 5280 §5.3.1 CRLReason. */
-export const REVOCATION_REASONS = {
+/** RFC 5280 §5.3.1 CRLReason names (value 7 is unused; removeFromCRL only appears in delta CRLs). */
+export const REVOCATION_REASON_NAMES = [
+  'unspecified',
+  'keyCompromise',
+  'cACompromise',
+  'affiliationChanged',
+  'superseded',
+  'cessationOfOperation',
+  'certificateHold',
+  'removeFromCRL',
+  'privilegeWithdrawn',
+  'aACompromise',
+] as const;
+export type RevocationReason = (typeof REVOCATION_REASON_NAMES)[number];
+
+/** RFC 5280 §5.3.1 CRLReason codes. */
+export const REVOCATION_REASONS: Readonly<Record<RevocationReason, number>> = Object.freeze({
   unspecified: 0,
   keyCompromise: 1,
   cACompromise: 2,
@@ -18,8 +33,7 @@ export const REVOCATION_REASONS = {
   removeFromCRL: 8,
   privilegeWithdrawn: 9,
   aACompromise: 10,
-} as const;
-export type RevocationReason = keyof typeof REVOCATION_REASONS;
+});
 
 /** Reasons an operator may give when revoking (removeFromCRL is a delta-CRL device; hold is "suspend"). */
 export const OPERATOR_REASONS: readonly RevocationReason[] = [

@@ -20,6 +20,7 @@ import {
   timestamp,
   uniqueIndex,
 } from 'drizzle-orm/pg-core';
+import { REVOCATION_REASON_NAMES as REVOCATION_REASONS } from '../pki/crl.ts';
 
 export const SUBJECT_KINDS = ['device', 'service', 'station', 'operator'] as const;
 export type SubjectKind = (typeof SUBJECT_KINDS)[number];
@@ -33,34 +34,12 @@ export type SubjectStatus = (typeof SUBJECT_STATUSES)[number];
 export const CERTIFICATE_STATUSES = ['active', 'superseded', 'revoked'] as const;
 export type CertificateStatus = (typeof CERTIFICATE_STATUSES)[number];
 
-/** RFC 5280 §5.3.1 CRLReason names (value 7 is unused; removeFromCRL only appears in delta CRLs). */
-export const REVOCATION_REASONS = [
-  'unspecified',
-  'keyCompromise',
-  'cACompromise',
-  'affiliationChanged',
-  'superseded',
-  'cessationOfOperation',
-  'certificateHold',
-  'removeFromCRL',
-  'privilegeWithdrawn',
-  'aACompromise',
-] as const;
-export type RevocationReason = (typeof REVOCATION_REASONS)[number];
-
-/** Numeric CRLReason codes, RFC 5280 §5.3.1. */
-export const REVOCATION_REASON_CODES: Readonly<Record<RevocationReason, number>> = Object.freeze({
-  unspecified: 0,
-  keyCompromise: 1,
-  cACompromise: 2,
-  affiliationChanged: 3,
-  superseded: 4,
-  cessationOfOperation: 5,
-  certificateHold: 6,
-  removeFromCRL: 8,
-  privilegeWithdrawn: 9,
-  aACompromise: 10,
-});
+// The reasons are pki's (the lowest part that owns their meaning); re-exported for the registry's users.
+export {
+  REVOCATION_REASON_NAMES as REVOCATION_REASONS,
+  REVOCATION_REASONS as REVOCATION_REASON_CODES,
+  type RevocationReason,
+} from '../pki/crl.ts';
 
 export const AUDIT_OUTCOMES = ['success', 'failure', 'denied'] as const;
 export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
