@@ -1,0 +1,38 @@
+/** Messages between the run's parent and its load workers (child processes, or in process for small runs). */
+import type { DeviceIdentity } from './identities.ts';
+import type { Phase } from './scenario.ts';
+import type { IntervalSnapshot } from './stats.ts';
+
+export interface WorkerInit {
+  readonly worker: number;
+  readonly devices: readonly DeviceIdentity[];
+  readonly rootPem: string;
+  readonly target: { readonly host: string; readonly port: number; readonly servername: string };
+  /** Source addresses to spread over (device index modulo the list); empty: let the kernel choose. */
+  readonly sourceAddresses: readonly string[];
+  readonly connectTimeoutMs: number;
+  readonly keepaliveS: number;
+}
+
+/** This worker's part of a phase: connect counts and rates are split between workers. */
+export interface PhaseShare {
+  readonly connectCount: number;
+  readonly rate: number | undefined;
+  readonly concurrency: number | undefined;
+}
+
+export type ToWorker =
+  | { type: 'init'; init: WorkerInit }
+  | { type: 'phase'; index: number; phase: Phase; share: PhaseShare; deadlineMs: number }
+  | { type: 'victims'; ids: string[] }
+  | { type: 'stop' };
+
+export type FromWorker =
+  | { type: 'ready'; worker: number; contexts: number }
+  | { type: 'stats'; worker: number; phase: number; snapshot: IntervalSnapshot }
+  | { type: 'phase-done'; worker: number; phase: number; open: number; unacked: number }
+  | { type: 'victims-ack'; worker: number; connected: string[] }
+  | { type: 'victim-closed'; worker: number; id: string; atNs: string; cause: string }
+  | { type: 'victim-probe'; worker: number; id: string; outcome: string; resumeOffered: boolean }
+  | { type: 'stopped'; worker: number }
+  | { type: 'fatal'; worker: number; message: string };
