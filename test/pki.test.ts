@@ -15,6 +15,7 @@ import { identityFromCertificate } from '../pki/identity.ts';
 import { FileKeyStore } from '../pki/keystore.ts';
 import { certToPem, type IssuedCertificate, type ProfileName } from '../pki/x509.ts';
 import {
+  compressedSpki,
   csrPem,
   generateKey,
   makeTestCa,
@@ -473,6 +474,37 @@ describe('CSR checks', () => {
   it('accepts an id of exactly 64 characters', () => {
     const id = `a${'b'.repeat(63)}`;
     expect(checkCsr(nodeCsr(generateKey('P-256'), id), id).commonName).toBe(id);
+  });
+
+  it.each(['P-256', 'P-384'] as const)(
+    'accepts a %s key with a compressed point, and openssl verifies the certificate',
+    async (type) => {
+      const key = generateKey(type);
+      const spki = compressedSpki(key);
+      const checked = checkCsr(nodeCsr(key, 'dev-c', { spki }), 'dev-c');
+      expect(checked.spki.equals(spki)).toBe(true);
+      expect(checked.keyType).toBe(type);
+      const p = await writeCert(
+        `compressed-${type}.pem`,
+        t.ca.issue({ profile: 'device', id: 'dev-c', spki: checked.spki }),
+      );
+      const r = await openssl([
+        'verify',
+        '-purpose',
+        'sslclient',
+        '-CAfile',
+        t.files.root,
+        '-untrusted',
+        t.files.chain,
+        p,
+      ]);
+      expect(r.stdout).toContain(': OK');
+    },
+  );
+
+  it('refuses a CSR whose key is not the one that signed it', () => {
+    const csr = nodeCsr(generateKey('P-256'), 'dev-1', { spki: compressedSpki(generateKey('P-256')) });
+    expect(codeOf(() => checkCsr(csr, 'dev-1'))).toBe('CSR_SIGNATURE_INVALID');
   });
 
   it('accepts a CSR without a CN (the certificate CN comes from the id)', () => {

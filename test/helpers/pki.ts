@@ -4,7 +4,7 @@
  * committed key material: every certificate is made at test time.
  */
 import { execFile } from 'node:child_process';
-import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
+import { createPublicKey, ECDH, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,8 +181,8 @@ function csrSigAlg(key: KeyObject): { alg: Buffer; hash: string | null } {
  * A PKCS#10 request built with node:crypto (RFC 2986 §4): CN only when given, no attributes. The
  * benchmark uses this too, so a CSR costs no subprocess.
  */
-export function nodeCsr(key: KeyObject, commonName?: string): Buffer {
-  const spki = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
+export function nodeCsr(key: KeyObject, commonName?: string, opts: { spki?: Buffer } = {}): Buffer {
+  const spki = opts.spki ?? createPublicKey(key).export({ type: 'spki', format: 'der' });
   const subject =
     commonName === undefined
       ? der.seq()
@@ -193,3 +193,14 @@ export function nodeCsr(key: KeyObject, commonName?: string): Buffer {
 }
 
 export const csrPem = (d: Buffer) => der.toPem(d, 'CERTIFICATE REQUEST');
+
+/** The SPKI of an EC key with its point in compressed form (SEC 1 §2.3.3), which some devices send. */
+export function compressedSpki(key: KeyObject): Buffer {
+  const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+  const curveOid = key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? OID.secp384r1 : OID.prime256v1;
+  const curveName = curveOid === OID.secp384r1 ? 'secp384r1' : 'prime256v1';
+  const size = curveOid === OID.secp384r1 ? 97 : 65;
+  const point = spki.subarray(spki.length - size);
+  const compressed = ECDH.convertKey(point, curveName, undefined, undefined, 'compressed') as Buffer;
+  return der.seq(der.seq(der.oid(OID.ecPublicKey), der.oid(curveOid)), der.bitString(compressed));
+}
