@@ -1,0 +1,215 @@
+/**
+ * The provisioning service's public face: `buildProvisioning()` wires the two Fastify apps from
+ * configuration and dependencies; `main.ts` only starts it. Tests drive the apps with `inject()` and with
+ * real listeners.
+ *
+ * - api: the mTLS listener (stations, operators, devices re-enrolling): enrollment, batch, EST, operator API.
+ * - public: plain HTTP, public signed objects only: CRLs, OCSP, CA certificates, health, OpenAPI.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import type { Logger } from 'pino';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import { certToPem } from '../pki/x509.ts';
+import type { Registry } from '../registry/index.ts';
+import { registerApiRoutes } from './api.ts';
+import { Authenticator } from './auth.ts';
+import { CrlPublisher } from './crl.ts';
+import { Enrollment } from './enroll.ts';
+import { installErrorHandling } from './http.ts';
+import { Issuance } from './issuance.ts';
+import { OcspResponder } from './ocsp.ts';
+import { registerHealth, registerPublicRoutes } from './public.ts';
+
+export interface ProvisioningConfig {
+  /** The name clients dial (FLEET_HOST); it goes into the server certificate. */
+  readonly host: string;
+  readonly apiPort: number;
+  readonly publicPort: number;
+  /** Handed to enrolled devices. */
+  readonly brokerUrl: string;
+  /** Where to listen (default: `host`, which for localhost means 127.0.0.1 and ::1). */
+  readonly listenHost?: string;
+  /** Extra DNS names for the server certificate (localhost, the host and the machine's name are in it). */
+  readonly serverNames?: readonly string[];
+  /** JSON body limit (default 64 KiB: a CSR and a few ids). */
+  readonly bodyLimit?: number;
+  /** Lines per batch chunk (default 200). */
+  readonly batchChunkLines?: number;
+}
+
+export interface ProvisioningDeps {
+  ca: CertificateAuthority;
+  registry: Registry;
+  logger: Logger;
+}
+
+export interface Provisioning {
+  readonly api: FastifyInstance;
+  readonly public: FastifyInstance;
+  readonly auth: Authenticator;
+  readonly crl: CrlPublisher;
+  readonly enrollment: Enrollment;
+  /** Listens on the configured ports (0 = any) and returns the ports bound. */
+  listen(): Promise<{ apiPort: number; publicPort: number }>;
+  /** Stops both listeners and the background work. The registry stays open (it is the caller's). */
+  close(): Promise<void>;
+}
+
+/** Server certificate lifetime: made at start from the infrastructure CA, renewed in place daily. */
+const SERVER_CERT_DAYS = 7;
+const SERVER_CERT_RENEW_MS = 24 * 3600_000;
+const DNS_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/** A fresh key and certificate for the mTLS listener (key only in memory), with the issuing CA after it. */
+export function serverCredentials(ca: CertificateAuthority, config: ProvisioningConfig) {
+  const names = new Set(['localhost', hostname(), config.host, ...(config.serverNames ?? [])]);
+  const dns = [...names].filter((n) => DNS_NAME.test(n) && !IPV4.test(n));
+  const ips = new Set(['127.0.0.1', '::1']);
+  if (IPV4.test(config.host) || config.host.includes(':')) ips.add(config.host);
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const cert = ca.issue({
+    profile: 'broker',
+    id: dns[0] ?? 'localhost',
+    dns,
+    ips: [...ips],
+    spki: publicKey.export({ type: 'spki', format: 'der' }),
+    validityDays: SERVER_CERT_DAYS,
+  });
+  return {
+    key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    // Servers send the full chain: leaf then the infrastructure CA (clients hold the root).
+    cert: certToPem(cert.der) + ca.chainFor('broker').map(certToPem).join(''),
+  };
+}
+
+export async function buildProvisioning(
+  config: ProvisioningConfig,
+  deps: ProvisioningDeps,
+): Promise<Provisioning> {
+  const { ca, registry, logger } = deps;
+  const auth = new Authenticator(registry, logger);
+  const crl = new CrlPublisher(ca, registry, logger.child({ part: 'crl' }));
+  const issuance = new Issuance(ca, registry);
+  const enrollment = new Enrollment(issuance, registry, auth, logger);
+  const ocsp = new OcspResponder(ca, registry, logger.child({ part: 'ocsp' }));
+  const ajv = { customOptions: { removeAdditional: false as const, coerceTypes: 'array' as const } };
+
+  const tls = serverCredentials(ca, config);
+  const api = Fastify({
+    loggerInstance: logger.child({ listener: 'api' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimit ?? 64 * 1024,
+    forceCloseConnections: true,
+    ajv,
+    https: {
+      ...tls,
+      ca: ca.trustPem,
+      requestCert: true,
+      // NOT a disabled verification: OpenSSL still verifies every client chain against the fleet trust and
+      // records the verdict in socket.authorized. Unverified peers are refused at the route (auth.ts), so
+      // only EST cacerts and the health check answer without a client certificate (RFC 7030 §4.1.1).
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+  }) as unknown as FastifyInstance;
+  const pub = Fastify({
+    loggerInstance: logger.child({ listener: 'public' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 16 * 1024,
+    forceCloseConnections: true,
+    ajv,
+  }) as unknown as FastifyInstance;
+
+  await api.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Fleet provisioning API',
+        version: '1',
+        description:
+          'Mutual TLS: every operation but EST cacerts and /healthz needs a client certificate issued by the fleet CA; ' +
+          'the identity (station, operator, device) is read from it. Errors are {"error":{"code","message","details"}}.',
+      },
+      tags: [
+        { name: 'enrollment', description: 'Station enrollment of devices' },
+        { name: 'est', description: 'EST, RFC 7030' },
+        { name: 'operator', description: 'Operator API (operator certificate)' },
+        { name: 'public', description: 'Health' },
+      ],
+    },
+  });
+  installErrorHandling(api, registry);
+  installErrorHandling(pub, registry);
+  registerHealth(api, registry);
+  registerApiRoutes(api, {
+    ca,
+    registry,
+    auth,
+    enrollment,
+    issuance,
+    crl,
+    brokerUrl: config.brokerUrl,
+    ...(config.batchChunkLines ? { batchChunkLines: config.batchChunkLines } : {}),
+  });
+  api.get('/openapi.json', { schema: { hide: true } }, async (req) => {
+    await auth.authenticate(req.raw.socket as import('node:tls').TLSSocket, [
+      'operator',
+      'station',
+      'device',
+      'service',
+    ]);
+    return api.swagger();
+  });
+  registerPublicRoutes(pub, { ca, registry, crl, ocsp, openapi: () => api.swagger() });
+
+  await auth.start();
+  await crl.start();
+  await Promise.all([api.ready(), pub.ready()]);
+
+  const renew = setInterval(() => {
+    try {
+      const next = serverCredentials(ca, config);
+      (api.server as import('node:https').Server).setSecureContext({
+        ...next,
+        ca: ca.trustPem,
+        minVersion: 'TLSv1.2',
+      });
+      logger.info({ event: 'server_certificate_renewed' });
+    } catch (err) {
+      logger.error({ event: 'server_certificate_renew_failed', err });
+    }
+  }, SERVER_CERT_RENEW_MS);
+  renew.unref();
+
+  let closed = false;
+  return {
+    api,
+    public: pub,
+    auth,
+    crl,
+    enrollment,
+    async listen() {
+      const host = config.listenHost ?? config.host;
+      await api.listen({ port: config.apiPort, host });
+      await pub.listen({ port: config.publicPort, host });
+      const port = (f: FastifyInstance) => (f.server.address() as AddressInfo).port;
+      const ports = { apiPort: port(api), publicPort: port(pub) };
+      logger.info({ event: 'provisioning_listening', host, ...ports });
+      return ports;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(renew);
+      await Promise.allSettled([api.close(), pub.close()]);
+      await auth.stop();
+      await crl.stop();
+    },
+  };
+}
