@@ -333,6 +333,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'run the MQTT broker alone',
     run: async (ctx) => (await import('./up.ts')).broker.run(ctx),
   },
+  sim: { summary: 'simulated devices load test', run: async (c) => (await import('./sim.ts')).sim.run(c) },
 };
 
 export function usage(): string {

@@ -1,0 +1,232 @@
+/**
+ * `fleet sim`: the device simulator's command. Parses flags (device-sim/flags.ts), reads a scenario file
+ * when given, prepares identities (enrolled locally or through the station API, or read from a directory),
+ * runs, and writes the reports. Ctrl-C stops the run cleanly and still writes them.
+ */
+import { lookup } from 'node:dns/promises';
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join, resolve } from 'node:path';
+import { SimError } from '../device-sim/errors.ts';
+import { parseSimFlags, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
+import { HttpEnroller, HttpOperator } from '../device-sim/http.ts';
+import {
+  type Enroller,
+  ensureIdentities,
+  type IdentitySet,
+  readIdentityDir,
+} from '../device-sim/identities.ts';
+import type { Operator } from '../device-sim/operator.ts';
+import { textSummary, writeReports } from '../device-sim/report.ts';
+import { type RunTarget, runScenario } from '../device-sim/runner.ts';
+import { parseScenario, type Scenario } from '../device-sim/scenario.ts';
+import type { Command, CommandContext } from './commands.ts';
+import type { FleetConfig } from './config.ts';
+
+/** Builds the scenario: the file (if any) with flag overrides, or the phases the flags describe. */
+export async function scenarioFrom(flags: SimFlags): Promise<Scenario> {
+  if (flags.scenarioFile) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await readFile(flags.scenarioFile, 'utf8'));
+    } catch (cause) {
+      throw new SimError(
+        'SIM_SCENARIO_UNREADABLE',
+        `cannot read ${flags.scenarioFile} as JSON: ${(cause as Error).message}`,
+        { cause },
+      );
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return parseScenario(raw);
+    return parseScenario({ ...raw, ...flags.overrides });
+  }
+  return parseScenario({ ...flags.overrides, phases: flags.phases });
+}
+
+const isLoopback = (a: string) => a.startsWith('127.') || a === '::1' || a.startsWith('::ffff:127.');
+
+/**
+ * Loopback, or an address the user named. A target from configuration (FLEET_BROKER_URL) that is not
+ * loopback is refused: load goes only where someone pointed it on purpose.
+ */
+export async function resolveTarget(flags: SimFlags, config: FleetConfig): Promise<RunTarget> {
+  const named = flags.target !== undefined;
+  const t = flags.target ?? { host: '127.0.0.1', port: config.mqttPort };
+  let addrs: string[];
+  try {
+    addrs = (await lookup(t.host, { all: true })).map((a) => a.address);
+  } catch (cause) {
+    throw new SimError('SIM_TARGET_FORBIDDEN', `cannot resolve the target ${t.host}`, { cause });
+  }
+  const loopback = addrs.length > 0 && addrs.every(isLoopback);
+  if (!loopback && !named) {
+    throw new SimError(
+      'SIM_TARGET_FORBIDDEN',
+      `the configured target ${t.host} is not loopback; name it with --target to load it on purpose`,
+    );
+  }
+  const host = isIP(t.host) ? t.host : loopback ? addrs[0]! : t.host;
+  return {
+    host,
+    port: t.port,
+    servername: flags.servername ?? (isIP(t.host) ? 'localhost' : t.host),
+    loopback,
+  };
+}
+
+async function readCreds(cert: string, key: string) {
+  try {
+    return { cert: await readFile(cert, 'utf8'), key: await readFile(key, 'utf8') };
+  } catch (cause) {
+    throw new SimError('SIM_IDENTITIES_INVALID', `cannot read the credential ${cert} / ${key}`, { cause });
+  }
+}
+
+interface Prepared {
+  identities: IdentitySet;
+  operator: Operator | undefined;
+  close(): Promise<void>;
+}
+
+async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario): Promise<Prepared> {
+  const config = ctx.config;
+  const dataDir = config.dataDir;
+  const dir = resolve(flags.identitiesDir ?? join(dataDir, 'sim', `identities-${scenario.keyType}`));
+  const caFile = flags.caFile ?? join(dataDir, 'ca', 'root.crt.pem');
+  const mode = flags.enroll ?? (flags.stationCert ? 'api' : 'local');
+  const needsOperator = scenario.phases.some((p) => p.type === 'revoke');
+  const opCert = flags.operatorCert ?? join(dataDir, 'operator', 'admin.crt.pem');
+  const opKey = flags.operatorKey ?? join(dataDir, 'operator', 'admin.key.pem');
+  const progress = (done: number, total: number) => {
+    if (!flags.quiet) ctx.err.write(`fleet sim: enrolled ${done}/${total}\n`);
+  };
+
+  if (mode === 'none' || mode === 'api') {
+    let rootPem: string | undefined;
+    try {
+      rootPem = await readFile(caFile, 'utf8');
+    } catch {
+      if (mode === 'api')
+        throw new SimError('SIM_IDENTITIES_INVALID', `cannot read the root certificate ${caFile} (--ca)`);
+    }
+    let operator: HttpOperator | undefined;
+    const apiUrl = flags.apiUrl ?? `https://localhost:${config.apiPort}`;
+    if (needsOperator && rootPem)
+      operator = new HttpOperator(apiUrl, rootPem, await readCreds(opCert, opKey));
+    if (mode === 'none') {
+      const identities = await readIdentityDir(dir, { devices: scenario.devices, rootPem });
+      return { identities, operator, close: async () => operator?.close() };
+    }
+    if (!flags.stationCert || !flags.stationKey)
+      throw new SimError('SIM_ENROLL_FAILED', '--enroll api needs --station-cert and --station-key');
+    const station = await readCreds(flags.stationCert, flags.stationKey);
+    let opCreds: { cert: string; key: string } | undefined;
+    try {
+      opCreds = await readCreds(opCert, opKey);
+    } catch {
+      opCreds = undefined;
+    }
+    const enroller = new HttpEnroller(apiUrl, rootPem!, station, opCreds);
+    try {
+      const identities = await ensureIdentities({
+        dir,
+        devices: scenario.devices,
+        idPrefix: scenario.idPrefix,
+        product: scenario.product,
+        keyType: scenario.keyType,
+        enroller,
+        reenroll: flags.reenroll,
+        onProgress: progress,
+      });
+      return { identities, operator, close: async () => operator?.close() };
+    } finally {
+      enroller.close();
+    }
+  }
+
+  // local: the CA and the registry in this process (the embedded default while no service runs).
+  const [
+    { openCa },
+    { openRegistry },
+    { LocalEnroller, LocalOperator },
+    { keyStoreFor, caConfigFrom, paths },
+  ] = await Promise.all([
+    import('../pki/ca.ts'),
+    import('../registry/index.ts'),
+    import('../device-sim/local.ts'),
+    import('./context.ts'),
+  ]);
+  const { keys } = await keyStoreFor(config);
+  const ca = (await openCa(paths(dataDir).ca, keys, caConfigFrom(config))).ca;
+  const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const enroller: Enroller = new LocalEnroller(ca, registry);
+  const identities = await ensureIdentities({
+    dir,
+    devices: scenario.devices,
+    idPrefix: scenario.idPrefix,
+    product: scenario.product,
+    keyType: scenario.keyType,
+    enroller,
+    reenroll: flags.reenroll,
+    onProgress: progress,
+  });
+  return { identities, operator: new LocalOperator(registry), close: () => registry.close() };
+}
+
+export const sim: Command = {
+  summary: 'sim [--devices N] [--scenario FILE] ...: play many devices against the broker (fleet sim --help)',
+  async run(ctx) {
+    const flags = parseSimFlags(ctx.argv);
+    if (flags.help) {
+      ctx.out.write(SIM_USAGE);
+      return 0;
+    }
+    const scenario = await scenarioFrom(flags);
+    const target = await resolveTarget(flags, ctx.config);
+    const prepared = await prepare(ctx, flags, scenario);
+    const controller = new AbortController();
+    let sigints = 0;
+    const onSigint = () => {
+      sigints++;
+      if (sigints === 1) {
+        ctx.err.write('\nfleet sim: stopping (Ctrl-C again to quit at once); the report is still written\n');
+        controller.abort();
+      } else process.exit(130);
+    };
+    process.on('SIGINT', onSigint);
+    const tty = (ctx.err as NodeJS.WriteStream).isTTY === true;
+    let lastLine = 0;
+    try {
+      const report = await runScenario({
+        scenario,
+        identities: prepared.identities,
+        target,
+        operator: prepared.operator,
+        signal: controller.signal,
+        onProgress: flags.quiet
+          ? undefined
+          : (line) => {
+              if (tty) ctx.err.write(`\r\x1b[2K${line}`);
+              else if (Date.now() - lastLine >= 5000) {
+                lastLine = Date.now();
+                ctx.err.write(`${line}\n`);
+              }
+            },
+      });
+      if (tty && !flags.quiet) ctx.err.write('\n');
+      report.notes = { identities: prepared.identities.dir, enrolledThisRun: prepared.identities.enrolled };
+      const outDir = resolve(
+        flags.outDir ?? join('bench-results', `sim-${report.startedAt.replace(/[:.]/g, '-')}`),
+      );
+      const files = await writeReports(outDir, report);
+      if (ctx.config.json) ctx.out.write(`${JSON.stringify({ files, report }, null, 2)}\n`);
+      else
+        ctx.out.write(
+          `${textSummary(report)}\nreports: ${files.text}\n         ${files.json}\n         ${files.html}\n`,
+        );
+      return report.interrupted ? 130 : 0;
+    } finally {
+      process.off('SIGINT', onSigint);
+      await prepared.close();
+    }
+  },
+};
