@@ -237,7 +237,11 @@ export function certIdMatchesIssuer(certId: CertId, issuer: Issuer): boolean {
   return h.name.equals(certId.issuerNameHash) && h.key.equals(certId.issuerKeyHash);
 }
 
-/** The issuing CA a CertID asks about, or undefined for a foreign issuer (answer 'unknown'). */
+/**
+ * The issuing CA a CertID asks about, or undefined for a foreign issuer. A request naming no issuer of ours
+ * gets `unauthorized` (RFC 5019 §2.2.3: we are not authoritative for it); a foreign CertID beside ours in
+ * one request gets 'unknown' (see answerOcspRequest).
+ */
 export function findIssuerForCertId<T extends Issuer>(certId: CertId, issuers: Iterable<T>): T | undefined {
   for (const i of issuers) if (certIdMatchesIssuer(certId, i)) return i;
   return undefined;
@@ -364,3 +368,76 @@ export const OCSP_CONTENT_TYPE = {
   request: 'application/ocsp-request',
   response: 'application/ocsp-response',
 } as const;
+
+// ------------------------------------------------------------------ the whole exchange
+
+/** What the registry says about one serial of one issuing CA. */
+export type OcspLookup<T extends Issuer> = (
+  issuer: T,
+  serials: readonly string[],
+) => Promise<ReadonlyMap<string, OcspCertStatus>> | ReadonlyMap<string, OcspCertStatus>;
+
+export interface OcspAnswer {
+  /** The DER OCSPResponse to send (always status 200, content type application/ocsp-response). */
+  readonly der: Buffer;
+  readonly outcome: 'successful' | OcspErrorStatus;
+  readonly request?: OcspRequest;
+  /** Why it was not successful, for the log (never for the client: the status says all it may know). */
+  readonly error?: unknown;
+}
+
+/**
+ * One OCSP exchange, pure but for `lookup` (the registry): parse, pick the issuing CA, look the serials
+ * up, sign. A malformed request gets `malformedRequest`; one naming no CA of ours `unauthorized`; a
+ * failing lookup `internalError`. All CertIDs of the answering CA are answered in one response signed by
+ * it; a CertID of another issuer in the same request is answered 'unknown'. Serials the lookup does not
+ * return are 'unknown' too.
+ */
+export async function answerOcspRequest<T extends Issuer>(o: {
+  request: Buffer;
+  issuers: Iterable<T>;
+  lookup: OcspLookup<T>;
+  now?: Date;
+  /** nextUpdate = now + this; default 3600 s. Publish changes sooner than that through the CRL and feed. */
+  validitySeconds?: number;
+}): Promise<OcspAnswer> {
+  let request: OcspRequest;
+  try {
+    request = parseOcspRequest(o.request);
+  } catch (error) {
+    return { der: buildOcspError('malformedRequest'), outcome: 'malformedRequest', error };
+  }
+  const issuers = [...o.issuers];
+  let issuer: T | undefined;
+  for (const id of request.certIds) {
+    issuer = findIssuerForCertId(id, issuers);
+    if (issuer) break;
+  }
+  if (!issuer) return { der: buildOcspError('unauthorized'), outcome: 'unauthorized', request };
+  const ours = request.certIds.filter((id) => certIdMatchesIssuer(id, issuer));
+  let statuses: ReadonlyMap<string, OcspCertStatus>;
+  try {
+    statuses = await o.lookup(issuer, [...new Set(ours.map((id) => id.serial))]);
+  } catch (error) {
+    return { der: buildOcspError('internalError'), outcome: 'internalError', request, error };
+  }
+  const now = new Date(Math.floor((o.now ?? new Date()).getTime() / 1000) * 1000);
+  const nextUpdate = new Date(now.getTime() + (o.validitySeconds ?? 3600) * 1000);
+  try {
+    const der = buildOcspResponse({
+      issuer,
+      responses: request.certIds.map((certId) => ({
+        certId,
+        status: ours.includes(certId) ? (statuses.get(certId.serial) ?? 'unknown') : 'unknown',
+        thisUpdate: now,
+        nextUpdate,
+      })),
+      nonce: request.nonce,
+      producedAt: now,
+    });
+    return { der, outcome: 'successful', request };
+  } catch (error) {
+    // A status the lookup made up (an unknown reason) or a failing signer: never a half-built answer.
+    return { der: buildOcspError('internalError'), outcome: 'internalError', request, error };
+  }
+}

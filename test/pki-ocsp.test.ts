@@ -9,6 +9,7 @@ import { checkCsr } from '../pki/csr.ts';
 import * as der from '../pki/der.ts';
 import { isFleetError, type PkiErrorCode } from '../pki/errors.ts';
 import {
+  answerOcspRequest,
   buildOcspError,
   buildOcspResponse,
   type CertId,
@@ -584,4 +585,130 @@ describe('PKCS#7 certs-only (EST)', () => {
   ])('refuses %s with PKCS7_INVALID', (_n, fn) => {
     expect(codeOf(fn)).toBe('PKCS7_INVALID');
   });
+});
+
+// ------------------------------------------------------------------ the whole exchange
+
+describe('answerOcspRequest (parse, pick the CA, look up, sign)', () => {
+  const issuers = () => Object.values(t.ca.issuers);
+
+  it('answers good, revoked and unknown from the lookup, echoes the nonce, and openssl verifies it', async () => {
+    const third = issue(t, 'dev-ocsp-3');
+    const thirdPath = await t.write('dev3.pem', certToPem(third.der));
+    const { der: req, path: reqPath } = await opensslRequest([
+      '-issuer',
+      t.files.deviceCa,
+      '-cert',
+      devPath,
+      '-cert',
+      dev2Path,
+      '-cert',
+      thirdPath,
+    ]);
+    const asked: string[][] = [];
+    const a = await answerOcspRequest({
+      request: req,
+      issuers: issuers(),
+      lookup: (issuer, serials) => {
+        expect(issuer).toBe(t.ca.issuers.device);
+        asked.push([...serials]);
+        return new Map<string, OcspCertStatus>([
+          [dev.serial, 'good'],
+          [dev2.serial, { revoked: { at: new Date(), reason: 'cessationOfOperation' } }],
+        ]);
+      },
+    });
+    expect(a.outcome).toBe('successful');
+    expect(asked).toEqual([[dev.serial, dev2.serial, third.serial]]);
+    const path = await writeResponse(a.der);
+    const withNonce = await openssl([
+      'ocsp',
+      '-reqin',
+      reqPath,
+      '-respin',
+      path,
+      '-CAfile',
+      t.files.root,
+      '-issuer',
+      t.files.deviceCa,
+    ]);
+    expect(withNonce.stderr).toContain('Response verify OK');
+    expect(withNonce.stderr).not.toContain('Nonce Verify error');
+    const r = await openssl([
+      'ocsp',
+      '-respin',
+      path,
+      '-issuer',
+      t.files.deviceCa,
+      '-cert',
+      devPath,
+      '-cert',
+      dev2Path,
+      '-cert',
+      thirdPath,
+      '-CAfile',
+      t.files.root,
+      '-no_nonce',
+    ]);
+    expect(r.stdout).toContain(`${devPath}: good`);
+    expect(r.stdout).toContain(`${dev2Path}: revoked`);
+    expect(r.stdout).toContain('Reason: cessationOfOperation');
+    expect(r.stdout).toContain(`${thirdPath}: unknown`);
+  });
+
+  it('answers unauthorized when no CA of ours issued the certificate', async () => {
+    const other = issue(foreign, 'dev-foreign-2');
+    const otherPath = await foreign.write('other2.pem', certToPem(other.der));
+    const { der: req } = await opensslRequest(['-issuer', foreign.files.deviceCa, '-cert', otherPath]);
+    const a = await answerOcspRequest({ request: req, issuers: issuers(), lookup: () => new Map() });
+    expect(a.outcome).toBe('unauthorized');
+    const r = await openssl(['ocsp', '-respin', await writeResponse(a.der), '-resp_text', '-noverify']);
+    expect(r.stdout + r.stderr).toContain('unauthorized (6)');
+  });
+
+  it('answers a foreign CertID beside ours as unknown, in a response signed by our CA', async () => {
+    const other = issue(foreign, 'dev-foreign-3');
+    const foreignId = certIdFor(foreign.ca.issuers.device, other.serial);
+    const ours = certIdFor(t.ca.issuers.device, dev.serial);
+    const req = der.seq(der.seq(der.seq(der.seq(ours.der), der.seq(foreignId.der))));
+    const a = await answerOcspRequest({
+      request: req,
+      issuers: issuers(),
+      lookup: () => new Map([[dev.serial, 'good' as const]]),
+    });
+    expect(a.outcome).toBe('successful');
+    const r = await openssl(['ocsp', '-respin', await writeResponse(a.der), '-resp_text', '-noverify']);
+    expect(r.stdout.match(/Cert Status: good/g)).toHaveLength(1);
+    expect(r.stdout.match(/Cert Status: unknown/g)).toHaveLength(1);
+  });
+
+  it.each([
+    ['garbage', () => Buffer.from('nonsense'), () => new Map(), 'malformedRequest'],
+    [
+      'a failing lookup',
+      () => certIdRequest(),
+      () => {
+        throw new Error('database down');
+      },
+      'internalError',
+    ],
+    [
+      'a lookup that makes up a reason',
+      () => certIdRequest(),
+      () => new Map([[dev.serial, { revoked: { at: new Date(), reason: 'bogus' } }]]),
+      'internalError',
+    ],
+  ] as [string, () => Buffer, () => Map<string, OcspCertStatus>, string][])(
+    'answers %s with %s, keeping the cause for the log',
+    async (_n, request, lookup, outcome) => {
+      const a = await answerOcspRequest({ request: request(), issuers: issuers(), lookup });
+      expect(a.outcome).toBe(outcome);
+      expect(a.error).toBeDefined();
+      expect(a.der.equals(buildOcspError(outcome as OcspErrorStatus))).toBe(true);
+    },
+  );
+
+  function certIdRequest(): Buffer {
+    return der.seq(der.seq(der.seq(der.seq(certIdFor(t.ca.issuers.device, dev.serial).der))));
+  }
 });
