@@ -86,3 +86,6 @@ if (mode === 'bare') {
   });
 }
 process.on('SIGTERM', () => process.exit(0));
+process.on('message', (m) => {
+  if (m === 'exit') process.exit(0);
+});

@@ -223,8 +223,10 @@ async function runOnce(dir: string, mode: 'bare' | 'fleet'): Promise<RunResult> 
       load.kill('SIGTERM');
     }
   } finally {
+    // An orderly exit, so a CPU profile (BENCH_PROFILE) is written.
+    if (server.connected) server.send('exit');
+    await sleep(1000);
     server.kill('SIGTERM');
-    await sleep(300);
   }
 }
 
