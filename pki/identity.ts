@@ -71,7 +71,7 @@ export function identityFromCertificate(
     throw new PkiError('CERT_IDENTITY_MISMATCH', 'the certificate CN and SAN URI disagree');
   // RFC 5280 §4.2.1.12: identities authenticate as TLS clients; a serverAuth-only certificate is refused.
   const eku = cert.keyUsage;
-  if (!eku || !eku.includes(OID.clientAuth)) {
+  if (!eku?.includes(OID.clientAuth)) {
     throw new PkiError('CERT_WRONG_USAGE', 'the certificate lacks the clientAuth extended key usage');
   }
   const notBefore = new Date(cert.validFrom);

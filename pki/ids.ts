@@ -22,7 +22,6 @@ export function assertValidId(id: unknown, what = 'id'): asserts id is string {
       details: { field: what, length: id.length },
     });
   }
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
   if (/[\u0000-\u001f\u007f]/.test(id)) {
     throw new PkiError('ID_INVALID', `${what} contains a control character`, { details: { field: what } });
   }
