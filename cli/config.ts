@@ -73,7 +73,6 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
   if (!/^https?:\/\/[^\s]+$/.test(publicBaseUrl))
     throw new ConfigError('FLEET_PUBLIC_URL must be an http(s) URL');
   const organization = env.FLEET_ORG || 'Fleet';
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them
   if (organization.length > 64 || /[\u0000-\u001f\u007f]/.test(organization))
     throw new ConfigError('FLEET_ORG must be 1-64 printable characters');
   return Object.freeze({
