@@ -43,6 +43,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called about once a second with a one-line status. */
   readonly onProgress?: ((line: string) => void) | undefined;
+  /** Called as each phase starts and ends (a benchmark reads the server's CPU time here). */
+  readonly onPhase?: ((index: number, event: 'start' | 'end') => void) | undefined;
 }
 
 interface Shard {
@@ -327,6 +329,7 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
       revokeState.closed.clear();
       revokeState.probes.clear();
       const done = expect('phase-done', budget + 15_000);
+      o.onPhase?.(i, 'start');
       shards.forEach((s, w) => {
         const count = phase.type === 'connect' ? (phase.count ?? devices.length) : 0;
         const share: PhaseShare = {
@@ -347,6 +350,7 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
         setTimeout(r, phase.type === 'telemetry' || phase.type === 'revoke' ? 300 : 20),
       );
       const endNs = now();
+      o.onPhase?.(i, 'end');
       const durationMs = usSince(startNs, endNs) / 1000;
       const a = acc;
       const open = doneMsgs.reduce((s, m) => s + (m.type === 'phase-done' ? m.open : 0), 0);
