@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { SimError } from '../device-sim/errors.ts';
-import { parseSimFlags, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
+import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
 import { HttpEnroller, HttpOperator } from '../device-sim/http.ts';
 import {
   type Enroller,
@@ -50,7 +50,13 @@ const isLoopback = (a: string) => a.startsWith('127.') || a === '::1' || a.start
  */
 export async function resolveTarget(flags: SimFlags, config: FleetConfig): Promise<RunTarget> {
   const named = flags.target !== undefined;
-  const t = flags.target ?? { host: '127.0.0.1', port: config.mqttPort };
+  let fromConfig: { host: string; port: number };
+  try {
+    fromConfig = parseTarget(config.brokerUrl, 'FLEET_BROKER_URL');
+  } catch {
+    fromConfig = { host: '127.0.0.1', port: config.mqttPort };
+  }
+  const t = flags.target ?? fromConfig;
   let addrs: string[];
   try {
     addrs = (await lookup(t.host, { all: true })).map((a) => a.address);

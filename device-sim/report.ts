@@ -99,10 +99,9 @@ export function textSummary(r: RunReport): string {
         `  connects: ${fmt(c.connected)}/${fmt(c.attempted)} ok, ${fmt(c.failed)} failed, ${fmt(c.resumed)} resumed TLS sessions,` +
           ` ${fmt(p.rates.connectsPerS)}/s; open at end ${fmt(p.open)}`,
       );
-      out.push(`  tcp      ${lat(p.latency.tcp)}`);
-      out.push(`  tls      ${lat(p.latency.tls)}`);
-      out.push(`  connack  ${lat(p.latency.connack)}`);
-      out.push(`  connect  ${lat(p.latency.connect)}`);
+      for (const k of ['tcp', 'tls', 'connack', 'connect'] as const) {
+        if (p.latency[k].count) out.push(`  ${k.padEnd(8)} ${lat(p.latency[k])}`);
+      }
     } else out.push(`  open connections at end: ${fmt(p.open)}`);
     if (c.published) {
       out.push(

@@ -113,3 +113,51 @@ describe('fleet sim against the real broker', () => {
     expect(revoked.map((d) => d?.status)).toEqual(['revoked', 'revoked', 'revoked', 'revoked']);
   });
 });
+
+describe('identities from a directory and the command line', () => {
+  it('a directory of key/certificate pairs drives a run as is (as for mosquitto)', async () => {
+    const { readIdentityDir } = await import('../device-sim/identities.ts');
+    const made = await bed.identities(5, { idPrefix: 'dir-' });
+    const identities = await readIdentityDir(made.dir, { devices: 5 });
+    expect(identities.devices.map((d) => d.id)).toEqual(made.devices.map((d) => d.id));
+    await expect(readIdentityDir(made.dir, { devices: 6 })).rejects.toMatchObject({
+      code: 'SIM_IDENTITIES_INVALID',
+    });
+    const scenario = parseScenario({ devices: 5, phases: [{ type: 'connect', concurrency: 5 }] });
+    const report = await runScenario({ scenario, identities, target: bed.target, inProcess: true });
+    expect(report.phases[0]!.counts).toMatchObject({ connected: 5, failed: 0 });
+  });
+
+  it('a device the broker does not know is refused with CONNACK 5 and counted by cause', async () => {
+    const { readIdentityDir } = await import('../device-sim/identities.ts');
+    const made = await bed.identities(3, { idPrefix: 'gone-' });
+    for (const d of made.devices) await bed.operator.revokeDevice(d.id, 'keyCompromise');
+    const identities = await readIdentityDir(made.dir, { devices: 3 });
+    const scenario = parseScenario({
+      devices: 3,
+      observer: false,
+      phases: [{ type: 'connect', concurrency: 3 }],
+    });
+    const report = await runScenario({ scenario, identities, target: bed.target, inProcess: true });
+    expect(report.phases[0]!.counts).toMatchObject({ attempted: 3, connected: 0, failed: 3 });
+    expect(report.phases[0]!.errors).toEqual({ connack_5_not_authorized: 3 });
+  });
+
+  it('fleet sim: a bad flag exits 1; a non-loopback target must be named', async () => {
+    const { runCli } = await import('../cli/main.ts');
+    const sink = { write: () => true } as unknown as NodeJS.WritableStream;
+    expect(await runCli(['sim', '--qos', '3', '--telemetry', '1'], {}, { out: sink, err: sink })).toBe(1);
+    // A non-loopback broker from configuration is not loaded unless named with --target.
+    const { resolveTarget } = await import('../cli/sim.ts');
+    const { loadConfig } = await import('../cli/config.ts');
+    const { parseSimFlags } = await import('../device-sim/flags.ts');
+    const remote = loadConfig({ FLEET_BROKER_URL: 'mqtts://192.0.2.10:8883' });
+    await expect(resolveTarget(parseSimFlags([]), remote)).rejects.toMatchObject({
+      code: 'SIM_TARGET_FORBIDDEN',
+    });
+    const local = await resolveTarget(parseSimFlags([]), loadConfig({ FLEET_MQTT_PORT: '18883' }));
+    expect(local).toMatchObject({ port: 18883, servername: 'localhost', loopback: true });
+    const named = await resolveTarget(parseSimFlags(['--target', '192.0.2.10:8883']), remote);
+    expect(named).toMatchObject({ host: '192.0.2.10', loopback: false });
+  });
+});
