@@ -19,6 +19,7 @@ import { createMq } from './mq.ts';
 import { attachBackpressure } from './mq-backpressure.ts';
 import { type BoundPolicy, bindPolicy, loadPolicyFile, type Policy } from './policy.ts';
 import { PresenceBatcher } from './presence.ts';
+import { proxyProtocolListener, reportRefusals } from './proxy-protocol.ts';
 import type { BrokerRegistry, StatusChange, SubjectInfo } from './registry.ts';
 import { type Effect, RevocationState, subjectKey } from './revocation.ts';
 import {
@@ -92,6 +93,11 @@ export interface BrokerConfig {
    * several nodes share one Redis mq.
    */
   readonly skipSysConnectNotices: boolean;
+  /**
+   * Read a PROXY protocol (v1/v2) header before TLS on every connection and take the device's address
+   * from it (behind HAProxy's send-proxy-v2). Off: no header is ever read. On: one is required.
+   */
+  readonly proxyProtocol: boolean;
 }
 
 export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
@@ -125,6 +131,7 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
   presence: Object.freeze({ flushMs: 1000, lastSeenMs: 60_000, maxBatch: 500 }),
   metrics: Object.freeze({ port: 9464, host: '::' }),
   skipSysConnectNotices: true,
+  proxyProtocol: false,
 });
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> : T[K] };
@@ -540,6 +547,12 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     const client = aedes.handle(sock) as FleetClient;
     limitPacketSize(client, lim.maxPacketBytes);
   });
+  const listener = config.proxyProtocol
+    ? proxyProtocolListener(server, {
+        timeoutMs: config.tls.handshakeTimeoutMs,
+        onRefused: reportRefusals(metrics.registry, log),
+      })
+    : server;
   server.on('tlsClientError', (err: NodeJS.ErrnoException, sock) => {
     if ((sock as { _parent?: { fleetRefused?: boolean } })._parent?.fleetRefused) return;
     const outcome = handshakeFailure(err);
@@ -671,13 +684,13 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
         );
       }
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(config.port, config.host, () => {
-          server.off('error', reject);
+        listener.once('error', reject);
+        listener.listen(config.port, config.host, () => {
+          listener.off('error', reject);
           resolve();
         });
       });
-      const addr = server.address();
+      const addr = listener.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
       if (config.metrics.port !== null) {
         metricsServer = await serveMetrics(metrics, config.metrics.port, config.metrics.host);
@@ -697,7 +710,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       backpressure?.detach();
       clearInterval(resyncTimer);
       stopWatching?.();
-      const closing = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closing = new Promise<void>((resolve) => listener.close(() => resolve()));
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await closing;
       if (metricsServer) {
