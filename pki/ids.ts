@@ -61,6 +61,6 @@ export interface Identity {
   readonly fingerprint: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  /** Issuer CA: 'device' or 'infrastructure' (by issuer name) or the issuer DN if unknown. */
+  /** Common name of the issuing CA (e.g. 'Fleet Device CA'). */
   readonly issuer: string;
 }
