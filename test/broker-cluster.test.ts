@@ -1,0 +1,287 @@
+/**
+ * Two broker nodes in one process, as production runs several behind a TCP load balancer: one Redis (the
+ * message bus and the session store), one registry (PostgreSQL when DATABASE_URL is set: each node and
+ * the operator have their own connections, so revocations cross them by LISTEN/NOTIFY), one set of TLS
+ * ticket keys. Real Redis, real TLS, real MQTT clients; certificates made now by the project's CA.
+ */
+import { randomBytes } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RedisCluster, redisCluster } from '../broker/cluster.ts';
+import { type Broker, brokerConfig, buildBroker } from '../broker/index.ts';
+import { fromRegistry } from '../broker/registry.ts';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import { openRegistry, type Registry } from '../registry/index.ts';
+import {
+  closedWithin,
+  enroll,
+  makeCa,
+  rawConnect,
+  setStatus,
+  silentLogger,
+  tempDir,
+  tryConnect,
+} from './helpers/broker.ts';
+
+const REDIS_URL = process.env.REDIS_URL;
+const SKIP_REASON = 'skipped: REDIS_URL is not set (CI sets it; locally: eval "$(infra/redis.sh start)")';
+
+/** One registry per party on PostgreSQL (a fresh database); one shared PGlite registry otherwise. */
+async function openRegistries(): Promise<{
+  nodeA: Registry;
+  nodeB: Registry;
+  operator: Registry;
+  cleanup(): Promise<void>;
+}> {
+  const base = process.env.DATABASE_URL;
+  if (!base) {
+    const r = await openRegistry();
+    return { nodeA: r, nodeB: r, operator: r, cleanup: () => r.close() };
+  }
+  const dbName = `fleet_cluster_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${dbName}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${dbName}`;
+  const operator = await openRegistry({ databaseUrl: url.toString() });
+  const nodeA = await openRegistry({ databaseUrl: url.toString() });
+  const nodeB = await openRegistry({ databaseUrl: url.toString() });
+  return {
+    nodeA,
+    nodeB,
+    operator,
+    async cleanup() {
+      for (const r of [nodeA, nodeB, operator]) await r.close();
+      const a = postgres(base, { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${dbName} with (force)`);
+      await a.end();
+    },
+  };
+}
+
+interface Node {
+  broker: Broker;
+  port: number;
+  cluster: RedisCluster;
+  stop(): Promise<void>;
+}
+
+async function startNode(
+  ca: CertificateAuthority,
+  registry: Registry,
+  nodeId: string,
+  ticketKeys: Buffer,
+): Promise<Node> {
+  const logger = silentLogger();
+  const cluster = await redisCluster({ url: REDIS_URL!, nodeId, logger });
+  const config = brokerConfig({
+    host: '127.0.0.1',
+    port: 0,
+    nodeId,
+    tls: { ticketKeys, serverNames: [] },
+    metrics: { port: null },
+    presence: { flushMs: 50 },
+    // Cluster-wide takeover rides on aedes' connect notices.
+    skipSysConnectNotices: false,
+  });
+  const broker = buildBroker(config, {
+    ca,
+    registry: fromRegistry(registry),
+    logger,
+    mq: cluster.deps.mq as never,
+    persistence: cluster.deps.persistence as never,
+  });
+  const { port } = await broker.start();
+  return {
+    broker,
+    port,
+    cluster,
+    async stop() {
+      await broker.stop();
+      await cluster.close();
+    },
+  };
+}
+
+/** A unique id per run: the Redis session store outlives a test run. */
+const uid = (name: string) => `${name}-${randomBytes(3).toString('hex')}`;
+
+function connectOrThrow(port: number, ca: CertificateAuthority, creds: Parameters<typeof tryConnect>[2]) {
+  return tryConnect(port, ca, creds).then((r) => {
+    if (r.outcome !== 'connected') throw new Error(`did not connect: ${JSON.stringify(r)}`);
+    return r.client;
+  });
+}
+
+async function eventually<T>(probe: () => Promise<T | undefined>, ms = 3000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe.skipIf(!REDIS_URL)(
+  `two broker nodes sharing Redis and the registry${REDIS_URL ? '' : ` (${SKIP_REASON})`}`,
+  () => {
+    let tmp: ReturnType<typeof tempDir>;
+    let ca: CertificateAuthority;
+    let regs: Awaited<ReturnType<typeof openRegistries>>;
+    let a: Node;
+    let b: Node;
+    const ticketKeys = randomBytes(48);
+    const clients: MqttClient[] = [];
+    const keep = (c: MqttClient) => {
+      clients.push(c);
+      return c;
+    };
+
+    beforeAll(async () => {
+      tmp = tempDir('fleet-cluster-');
+      ca = await makeCa(`${tmp.dir}/fleet`);
+      regs = await openRegistries();
+      a = await startNode(ca, regs.nodeA, 'node-a', ticketKeys);
+      b = await startNode(ca, regs.nodeB, 'node-b', ticketKeys);
+    });
+
+    afterAll(async () => {
+      for (const c of clients) c.end(true);
+      await a?.stop();
+      await b?.stop();
+      await regs?.cleanup();
+      tmp?.remove();
+    });
+
+    it('a device publishing on node A reaches a service subscribed on node B', async () => {
+      const dev = await enroll(regs.operator, ca, 'device', uid('dev-tel'));
+      const svc = await enroll(regs.operator, ca, 'service', uid('svc-tel'));
+      const service = keep(await connectOrThrow(b.port, ca, svc));
+      await service.subscribeAsync(`devices/${dev.id}/telemetry/#`, { qos: 1 });
+      const got = new Promise<{ topic: string; payload: string }>((resolve) =>
+        service.on('message', (topic, payload) => resolve({ topic, payload: payload.toString() })),
+      );
+      const device = keep(await connectOrThrow(a.port, ca, dev));
+      await device.publishAsync(`devices/${dev.id}/telemetry/temp`, '{"t":21.5}', { qos: 1 });
+      await expect(got).resolves.toEqual({
+        topic: `devices/${dev.id}/telemetry/temp`,
+        payload: '{"t":21.5}',
+      });
+    });
+
+    it('the same device connecting to node B takes over its session on node A (A closes its connection)', async () => {
+      const dev = await enroll(regs.operator, ca, 'device', uid('dev-move'));
+      const first = keep(await connectOrThrow(a.port, ca, dev));
+      expect(a.broker.sessions.has(`device:${dev.id}`)).toBe(true);
+      const closed = closedWithin(first, 3000);
+      const second = keep(await connectOrThrow(b.port, ca, dev));
+      await closed;
+      expect(second.connected).toBe(true);
+      await eventually(async () => (a.broker.sessions.has(`device:${dev.id}`) ? undefined : true));
+      expect(b.broker.sessions.has(`device:${dev.id}`)).toBe(true);
+      // The second connection stays: node A's close does not ricochet back to B.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(second.connected).toBe(true);
+    });
+
+    it('a device revoked through the registry is dropped from whichever node holds it', async () => {
+      const onA = await enroll(regs.operator, ca, 'device', uid('dev-rev-a'));
+      const onB = await enroll(regs.operator, ca, 'device', uid('dev-rev-b'));
+      const ca1 = keep(await connectOrThrow(a.port, ca, onA));
+      const cb1 = keep(await connectOrThrow(b.port, ca, onB));
+      const closedA = closedWithin(ca1, 2000);
+      const closedB = closedWithin(cb1, 2000);
+      // The operator's own registry connection: on PostgreSQL the nodes learn it by LISTEN/NOTIFY.
+      await setStatus(regs.operator, 'device', onA.id, 'revoked');
+      await setStatus(regs.operator, 'device', onB.id, 'revoked');
+      await Promise.all([closedA, closedB]);
+      // And neither node lets them back in.
+      for (const [node, creds] of [
+        [a, onA],
+        [b, onB],
+        [a, onB],
+        [b, onA],
+      ] as const) {
+        const again = await tryConnect(node.port, ca, creds);
+        expect(again).toMatchObject({ outcome: 'connack', code: 5 });
+      }
+    });
+
+    it.each(['TLSv1.2', 'TLSv1.3'] as const)(
+      'a %s session ticket issued by node A resumes on node B (shared ticket keys)',
+      async (maxVersion) => {
+        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket'));
+        const first = await rawConnect(a.port, ca, dev, { maxVersion });
+        expect(first.returnCode).toBe(0);
+        expect(first.reused).toBe(false);
+        expect(first.session).toBeDefined();
+        const second = await rawConnect(b.port, ca, dev, { maxVersion, session: first.session! });
+        expect(second.reused).toBe(true);
+        // Resumed, and still checked at CONNECT.
+        expect(second.returnCode).toBe(0);
+      },
+    );
+
+    it('a ticket from a node with other ticket keys does not resume (the control for the test above)', async () => {
+      const other = await startNode(ca, regs.nodeB, 'node-c', randomBytes(48));
+      try {
+        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket-x'));
+        const first = await rawConnect(a.port, ca, dev);
+        expect(first.session).toBeDefined();
+        const second = await rawConnect(other.port, ca, dev, { session: first.session! });
+        expect(second.reused).toBe(false);
+        expect(second.returnCode).toBe(0);
+      } finally {
+        await other.stop();
+      }
+    });
+
+    it('presence names the node that holds the device after it moved', async () => {
+      const dev = await enroll(regs.operator, ca, 'device', uid('dev-pres'));
+      const first = keep(await connectOrThrow(a.port, ca, dev));
+      await eventually(async () => {
+        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        return p?.connected && p.brokerNode === 'node-a' ? p : undefined;
+      });
+      const closed = closedWithin(first, 3000);
+      keep(await connectOrThrow(b.port, ca, dev));
+      await closed;
+      const p = await eventually(async () => {
+        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        return p?.brokerNode === 'node-b' ? p : undefined;
+      });
+      expect(p.brokerNode).toBe('node-b');
+    });
+
+    // KNOWN BUG, not in this suite's files: node A records the taken-over connection's close as a
+    // `disconnect` stamped after node B's `connect`, and the registry keeps the latest state event, so the
+    // device reads as disconnected while it is connected to node B. Fix (registry.recordPresence): a
+    // disconnect changes the state only when it comes from the node that recorded the latest connect.
+    // `it.fails` keeps CI green and turns red once fixed: then make it a plain `it`.
+    it.fails('presence still says connected after a device moved nodes', async () => {
+      const dev = await enroll(regs.operator, ca, 'device', uid('dev-pres'));
+      const first = keep(await connectOrThrow(a.port, ca, dev));
+      await eventually(async () => {
+        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        return p?.connected && p.brokerNode === 'node-a' ? p : undefined;
+      });
+      const closed = closedWithin(first, 3000);
+      keep(await connectOrThrow(b.port, ca, dev));
+      await closed;
+      const p = await eventually(async () => {
+        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        return p?.brokerNode === 'node-b' ? p : undefined;
+      });
+      // Let both nodes flush their batches (node A's disconnect comes after node B's connect).
+      await new Promise((r) => setTimeout(r, 300));
+      const after = (await regs.operator.getDevice(dev.id))?.presence;
+      expect({ node: p.brokerNode, connected: after?.connected }).toEqual({
+        node: 'node-b',
+        connected: true,
+      });
+    });
+  },
+);
