@@ -90,6 +90,9 @@ export function secureContextOptions(creds: ServerCredentials, s: TlsSettings): 
     ca: s.trustPem,
     minVersion: 'TLSv1.2',
     sessionTimeout: s.sessionTimeoutS,
+    // Node's default is a hash of process.argv, so nodes started from different paths or commands would
+    // refuse each other's tickets even with shared ticket keys (measured): one fixed context for all nodes.
+    sessionIdContext: 'fleet-mqtt',
     ...(s.ticketKeys ? { ticketKeys: s.ticketKeys } : {}),
   };
 }
