@@ -225,6 +225,28 @@ describe.skipIf(!REDIS_URL)(
       },
     );
 
+    it('a ticket resumes on a node started with another command line (fixed TLS session id context)', async () => {
+      // Node derives the default session id context from process.argv: machines started from other paths
+      // would refuse each other's tickets. Build a node under another argv to show it does not matter.
+      const argv = process.argv;
+      process.argv = [...argv, '--started-elsewhere'];
+      let other: Node;
+      try {
+        other = await startNode(ca, regs.nodeB, 'node-d', ticketKeys);
+      } finally {
+        process.argv = argv;
+      }
+      try {
+        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket-argv'));
+        const first = await rawConnect(a.port, ca, dev);
+        const second = await rawConnect(other.port, ca, dev, { session: first.session! });
+        expect(second.reused).toBe(true);
+        expect(second.returnCode).toBe(0);
+      } finally {
+        await other.stop();
+      }
+    });
+
     it('a ticket from a node with other ticket keys does not resume (the control for the test above)', async () => {
       const other = await startNode(ca, regs.nodeB, 'node-c', randomBytes(48));
       try {
