@@ -12,19 +12,11 @@
  * Enrollment goes through an `Enroller`: the station batch API, or an in-process one on the CA and the
  * registry (the embedded default and tests).
  */
-import {
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPair,
-  type KeyObject,
-  sign,
-  X509Certificate,
-} from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { buildCsr } from '../pki/csr-build.ts';
 import * as der from '../pki/der.ts';
-import { OID } from '../pki/oids.ts';
 import { SimError } from './errors.ts';
 import { deviceId, type KeyType } from './scenario.ts';
 
@@ -65,29 +57,6 @@ export function generateDeviceKey(type: KeyType): Promise<KeyObject> {
     else if (type === 'Ed25519') generateKeyPair('ed25519', {}, done);
     else generateKeyPair('rsa', { modulusLength: 2048 }, done);
   });
-}
-
-/**
- * A PKCS#10 request (RFC 2986 §4) signed by the device key: subject CN = the id, no attributes. Built on
- * pki/der.ts; the signature algorithm follows the key (ECDSA-SHA256, Ed25519, RSA PKCS#1 v1.5 SHA-256).
- */
-export function buildCsr(key: KeyObject, commonName: string): Buffer {
-  const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
-  const subject = der.seq(der.set(der.seq(der.oid(OID.commonName), der.utf8(commonName))));
-  const info = der.seq(der.uint(0), subject, spki, der.ctx(0, Buffer.alloc(0)));
-  let alg: Buffer;
-  let hash: string | null;
-  if (key.asymmetricKeyType === 'ed25519') {
-    alg = der.seq(der.oid(OID.ed25519));
-    hash = null;
-  } else if (key.asymmetricKeyType === 'rsa') {
-    alg = der.seq(der.oid(OID.sha256WithRSAEncryption), der.NULL);
-    hash = 'sha256';
-  } else {
-    alg = der.seq(der.oid(OID.ecdsaWithSHA256));
-    hash = 'sha256';
-  }
-  return der.seq(info, alg, der.bitString(sign(hash, info, key)));
 }
 
 // ------------------------------------------------------------------------------------------------ cache

@@ -4,12 +4,13 @@
  * committed key material: every certificate is made at test time.
  */
 import { execFile } from 'node:child_process';
-import { createPublicKey, ECDH, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
+import { createPublicKey, ECDH, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type CaConfig, type CertificateAuthority, createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
+import { buildCsr, csrToPem } from '../../pki/csr-build.ts';
 import * as der from '../../pki/der.ts';
 import { FileKeyStore, type KeyAlgorithm } from '../../pki/keystore.ts';
 import { OID } from '../../pki/oids.ts';
@@ -167,32 +168,9 @@ export function generateKey(type: NodeKeyType): KeyObject {
   }
 }
 
-function csrSigAlg(key: KeyObject): { alg: Buffer; hash: string | null } {
-  if (key.asymmetricKeyType === 'ed25519') return { alg: der.seq(der.oid(OID.ed25519)), hash: null };
-  if (key.asymmetricKeyType === 'rsa')
-    return { alg: der.seq(der.oid(OID.sha256WithRSAEncryption), der.NULL), hash: 'sha256' };
-  const curve = key.asymmetricKeyDetails?.namedCurve;
-  if (curve === 'secp384r1') return { alg: der.seq(der.oid(OID.ecdsaWithSHA384)), hash: 'sha384' };
-  if (curve === 'secp521r1') return { alg: der.seq(der.oid(OID.ecdsaWithSHA512)), hash: 'sha512' };
-  return { alg: der.seq(der.oid(OID.ecdsaWithSHA256)), hash: 'sha256' };
-}
-
-/**
- * A PKCS#10 request built with node:crypto (RFC 2986 §4): CN only when given, no attributes. The
- * benchmark uses this too, so a CSR costs no subprocess.
- */
-export function nodeCsr(key: KeyObject, commonName?: string, opts: { spki?: Buffer } = {}): Buffer {
-  const spki = opts.spki ?? createPublicKey(key).export({ type: 'spki', format: 'der' });
-  const subject =
-    commonName === undefined
-      ? der.seq()
-      : der.seq(der.set(der.seq(der.oid(OID.commonName), der.utf8(commonName))));
-  const info = der.seq(der.uint(0), subject, spki, der.ctx(0, Buffer.alloc(0)));
-  const { alg, hash } = csrSigAlg(key);
-  return der.seq(info, alg, der.bitString(sign(hash, info, key)));
-}
-
-export const csrPem = (d: Buffer) => der.toPem(d, 'CERTIFICATE REQUEST');
+/** A PKCS#10 request built with node:crypto (pki's builder), so a CSR costs no subprocess. */
+export const nodeCsr = buildCsr;
+export const csrPem = csrToPem;
 
 /** The SPKI of an EC key with its point in compressed form (SEC 1 §2.3.3), which some devices send. */
 export function compressedSpki(key: KeyObject): Buffer {
