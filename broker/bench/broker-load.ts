@@ -68,17 +68,20 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
 }
 
-/** `n` connects, `concurrency` at a time, cycling through the identities. */
-async function closedLoop(n: number, concurrency: number, resume: boolean) {
+/**
+ * `n` connects, `concurrency` at a time, cycling through the identities from `offset` on (the last
+ * 10 identities are left to the throughput publishers).
+ */
+async function closedLoop(n: number, concurrency: number, resume: boolean, offset = 0) {
   let next = 0;
   let reused = 0;
   let failed = 0;
   // Worker w uses only identities ≡ w (mod concurrency): one identity never has two connects at once.
-  const span = Math.floor(fx.devices.length / concurrency) * concurrency;
+  const span = Math.floor((fx.devices.length - 10 - offset) / concurrency) * concurrency;
   const worker = async (w: number) => {
     for (let r = 0; ; r++) {
       if (next++ >= n) return;
-      const i = (w + concurrency * r) % span;
+      const i = offset + ((w + concurrency * r) % span);
       try {
         const res = await once(i, resume);
         if (res.code !== 0) failed++;
@@ -167,9 +170,11 @@ process.on(
     concurrency?: number;
     id?: string;
     resume?: boolean;
+    offset?: number;
   }) => {
     let out: unknown;
-    if (m.cmd === 'closedLoop') out = await closedLoop(m.n!, m.concurrency ?? 4, m.resume ?? false);
+    if (m.cmd === 'closedLoop')
+      out = await closedLoop(m.n!, m.concurrency ?? 4, m.resume ?? false, m.offset ?? 0);
     else if (m.cmd === 'paced') out = await paced(m.n!, m.rate!);
     else if (m.cmd === 'hold') out = await hold(m.n!);
     else if (m.cmd === 'release') out = release();

@@ -5,7 +5,8 @@
  * `20 02 00 00`. Prints one JSON line `{ "port": … }` when listening. IPC: `{ revoke: id }` revokes a
  * device and replies with the absolute time the revocation was committed.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { createServer } from 'node:tls';
 import pino from 'pino';
@@ -20,6 +21,26 @@ const mode = process.argv[process.argv.indexOf('--mode') + 1] ?? 'fleet';
 const dir = process.argv[process.argv.indexOf('--dir') + 1]!;
 const fx = JSON.parse(readFileSync(join(dir, 'fixture.json'), 'utf8')) as Fixture;
 const now = () => performance.timeOrigin + performance.now();
+
+// BENCH_PROFILE=<dir>: CPU profiles of the phases the bench brackets with { profile: 'start' } and
+// { profile: 'stop', name }, taken with the inspector (reliable in a forked child, unlike --cpu-prof).
+const profileDir = process.env.BENCH_PROFILE;
+const inspector = profileDir ? new Session() : undefined;
+if (inspector) {
+  inspector.connect();
+  inspector.post('Profiler.enable');
+  inspector.post('Profiler.setSamplingInterval', { interval: 200 });
+}
+process.on('message', (m: { profile?: 'start' | 'stop'; name?: string }) => {
+  if (!inspector || !m.profile) return;
+  if (m.profile === 'start') inspector.post('Profiler.start', () => process.send?.({ profiling: true }));
+  else
+    inspector.post('Profiler.stop', (err, res) => {
+      if (!err)
+        writeFileSync(join(profileDir!, `${m.name}-${process.pid}.cpuprofile`), JSON.stringify(res.profile));
+      process.send?.({ profiled: m.name });
+    });
+});
 
 if (mode === 'bare') {
   const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
@@ -47,23 +68,29 @@ if (mode === 'bare') {
 } else {
   const ca = await loadCa(fx.caDir, new FileKeyStore(fx.keysDir, fx.passphrase), DEFAULT_CA_CONFIG);
   const registry = await openRegistry();
+  const certificate = (r: Fixture['records'][number]) => ({
+    serial: r.serial,
+    issuerCa: r.issuerCa as 'device',
+    der: Buffer.from(r.der, 'base64'),
+    fingerprintSha256: r.fingerprint,
+    spkiSha256: r.spkiSha256,
+    notBefore: new Date(r.notBefore),
+    notAfter: new Date(r.notAfter),
+  });
   for (let i = 0; i < fx.records.length; i += 500) {
     await registry.recordIssuedBatch(
       fx.records.slice(i, i + 500).map((r) => ({
         subject: { kind: 'device' as const, id: r.id, product: 'bench', fleet: 'bench' },
-        certificate: {
-          serial: r.serial,
-          issuerCa: 'device',
-          der: Buffer.from(r.der, 'base64'),
-          fingerprintSha256: r.fingerprint,
-          spkiSha256: r.spkiSha256,
-          notBefore: new Date(r.notBefore),
-          notAfter: new Date(r.notAfter),
-        },
+        certificate: certificate(r),
         actor: 'operator:bench',
       })),
     );
   }
+  await registry.recordIssued({
+    subject: { kind: 'service', id: fx.service.id, role: null },
+    certificate: certificate(fx.service.record),
+    actor: 'operator:bench',
+  });
   const broker = buildBroker(
     brokerConfig({
       host: '127.0.0.1',

@@ -7,8 +7,12 @@
  * IPC protocol: sends { type: 'ready' } once all clients are connected and subscribed, waits for 'go',
  * then sends { type: 'result', ... } and exits.
  */
-import { connect, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { type Socket, connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import mqtt from 'mqtt-packet';
+import type { Fixture } from './broker.bench.ts';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -25,9 +29,39 @@ const BATCH = 64;
 const WINDOW = 10_000; // QoS 1 unacked per publisher: well under the 16-bit message id space
 const total = publishers * perPublisher;
 
-function open(clientId: string): Promise<{ sock: Socket; rest: Buffer }> {
+/**
+ * `--tls <fixture dir>` (broker.bench.ts): mTLS with the fixture's identities, as the Fleet broker's policy
+ * wants them: the last `publishers` devices publish to `devices/<id>/telemetry`, the bench service
+ * subscribes to `devices/+/telemetry/#`. Without it: plain TCP, `bench-pub-<i>` to `bench/p<i>/telemetry`.
+ */
+const tlsIdx = process.argv.indexOf('--tls');
+const fx =
+  tlsIdx > 0
+    ? (JSON.parse(readFileSync(join(process.argv[tlsIdx + 1]!, 'fixture.json'), 'utf8')) as Fixture)
+    : undefined;
+type Who = { clientId: string; cert?: string; key?: string };
+const subscriberWho: Who = fx ? { clientId: fx.service.id, ...fx.service } : { clientId: 'bench-sub' };
+const publisherWho = (i: number): Who & { topic: string } => {
+  if (!fx) return { clientId: `bench-pub-${i}`, topic: `bench/p${i}/telemetry` };
+  const d = fx.devices[fx.devices.length - publishers + i]!;
+  return { clientId: d.id, cert: d.cert, key: d.key, topic: `devices/${d.id}/telemetry` };
+};
+const subscribeFilter = fx ? 'devices/+/telemetry/#' : 'bench/#';
+
+function open(who: Who): Promise<{ sock: Socket; rest: Buffer }> {
+  const clientId = who.clientId;
   return new Promise((resolve, reject) => {
-    const sock = connect({ host: '127.0.0.1', port, noDelay: true });
+    const sock = fx
+      ? tlsConnect({
+          host: '127.0.0.1',
+          port,
+          servername: 'localhost',
+          cert: who.cert,
+          key: who.key,
+          ca: fx.rootPem,
+        })
+      : tcpConnect({ host: '127.0.0.1', port, noDelay: true });
+    sock.setNoDelay(true);
     const timer = setTimeout(() => reject(new Error(`${clientId}: no CONNACK`)), 10_000);
     sock.once('error', reject);
     sock.write(
@@ -37,7 +71,7 @@ function open(clientId: string): Promise<{ sock: Socket; rest: Buffer }> {
         protocolVersion: 4,
         clean: true,
         clientId,
-        keepalive: 0,
+        keepalive: fx ? 600 : 0,
       }),
     );
     let buf = Buffer.alloc(0);
@@ -89,13 +123,14 @@ let received = 0;
 let outOfOrder = 0;
 let tLastRecv = 0;
 let lastProgress = performance.now();
-const sub = await open('bench-sub');
+const sub = await open(subscriberWho);
 let subscribed = false;
 let subTail = sub.rest;
 const subAckBufs: Buffer[] = [];
 sub.sock.on('data', (d: Buffer) => {
   subTail = scan(subTail.length ? Buffer.concat([subTail, d]) : d, (type, flags, b, s, e) => {
     if (type === 9) {
+      if (b[e - 1] === 0x80) throw new Error(`SUBACK refused ${subscribeFilter}`);
       subscribed = true;
       return;
     }
@@ -120,7 +155,9 @@ sub.sock.on('data', (d: Buffer) => {
   tLastRecv = performance.now();
   lastProgress = tLastRecv;
 });
-sub.sock.write(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'bench/#', qos }] }));
+sub.sock.write(
+  mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: subscribeFilter, qos }] }),
+);
 for (let i = 0; i < 500 && !subscribed; i++) await new Promise((r) => setTimeout(r, 10));
 if (!subscribed) throw new Error('no SUBACK');
 
@@ -136,10 +173,11 @@ interface Pub {
 }
 const pubs: Pub[] = [];
 for (let i = 0; i < publishers; i++) {
-  const { sock, rest } = await open(`bench-pub-${i}`);
+  const who = publisherWho(i);
+  const { sock, rest } = await open(who);
   const template = mqtt.generate({
     cmd: 'publish',
-    topic: `bench/p${i}/telemetry`,
+    topic: who.topic,
     payload: Buffer.alloc(payloadBytes),
     qos,
     messageId: qos > 0 ? 1 : undefined,
