@@ -78,6 +78,8 @@ const KIND_PATHS: Record<'stations' | 'services' | 'operators', PrincipalKind> =
 export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const { ca, registry, auth, enrollment, issuance, crl } = deps;
   app.decorateRequest('actor', null);
+  // Only the types each route declares: no text/plain fallback.
+  app.removeContentTypeParser('text/plain');
 
   /** Authenticates the peer and requires one of `kinds`; remembers the actor for the refusal audit. */
   const caller = async (
