@@ -11,9 +11,35 @@ export interface RunningBroker {
   stop(): Promise<void>;
 }
 
-export async function runBroker(config: BrokerConfig, deps: BrokerDeps): Promise<RunningBroker> {
-  const broker = buildBroker(config, deps);
-  const { port, metricsPort } = await broker.start();
+export interface RunOptions {
+  /**
+   * Runs after the broker has stopped, and when it fails to start: releases what was made for it, such as
+   * the Redis connections of a cluster node (broker/cluster.ts).
+   */
+  readonly onStopped?: (() => Promise<void>) | undefined;
+}
+
+export async function runBroker(
+  config: BrokerConfig,
+  deps: BrokerDeps,
+  opts: RunOptions = {},
+): Promise<RunningBroker> {
+  let broker: Broker;
+  try {
+    broker = buildBroker(config, deps);
+  } catch (err) {
+    await opts.onStopped?.();
+    throw err;
+  }
+  let ports: Awaited<ReturnType<Broker['start']>>;
+  try {
+    ports = await broker.start();
+  } catch (err) {
+    // Whatever did start (the change feed subscription, aedes, timers) must not keep the process alive.
+    await broker.stop().catch(() => {});
+    await opts.onStopped?.();
+    throw err;
+  }
   const onHup = () => {
     broker.log.info({ event: 'sighup' }, 'reloading the server certificate');
     broker.reloadCertificate();
@@ -21,11 +47,15 @@ export async function runBroker(config: BrokerConfig, deps: BrokerDeps): Promise
   process.on('SIGHUP', onHup);
   return {
     broker,
-    port,
-    metricsPort,
+    port: ports.port,
+    metricsPort: ports.metricsPort,
     async stop() {
       process.off('SIGHUP', onHup);
-      await broker.stop();
+      try {
+        await broker.stop();
+      } finally {
+        await opts.onStopped?.();
+      }
     },
   };
 }
