@@ -25,6 +25,12 @@ export interface FleetConfig {
   readonly brokerUrl: string;
   readonly logLevel: string;
   readonly json: boolean;
+  /** This broker node's id in presence, logs and the Redis bus (FLEET_BROKER_NODE_ID; default: the host name). */
+  readonly brokerNodeId: string | undefined;
+  /** 48-byte TLS ticket keys shared by every broker node (FLEET_TLS_TICKET_KEYS_FILE; default: generated in data/secrets/). */
+  readonly tlsTicketKeysFile: string | undefined;
+  /** Require a PROXY protocol v1/v2 header on every MQTT connection (FLEET_PROXY_PROTOCOL; behind HAProxy send-proxy-v2). */
+  readonly proxyProtocol: boolean;
 }
 
 export class ConfigError extends FleetError {
@@ -52,6 +58,20 @@ function positiveInt(env: Record<string, string | undefined>, name: string, dflt
   return n;
 }
 
+function flag(env: Record<string, string | undefined>, name: string, dflt: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'on', 'yes'].includes(v)) return true;
+  if (['0', 'false', 'off', 'no'].includes(v)) return false;
+  throw new ConfigError(`${name} must be on or off (1/0, true/false, yes/no), got ${JSON.stringify(raw)}`, {
+    name,
+  });
+}
+
+/** The shape of every fleet id (design.md), so a node id is safe in `$SYS/<node>/…` topics and Redis keys. */
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 export interface ConfigFlags {
   data?: string;
   json?: boolean;
@@ -75,6 +95,12 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
   const organization = env.FLEET_ORG || 'Fleet';
   if (organization.length > 64 || /[\u0000-\u001f\u007f]/.test(organization))
     throw new ConfigError('FLEET_ORG must be 1-64 printable characters');
+  const brokerNodeId = env.FLEET_BROKER_NODE_ID || undefined;
+  if (brokerNodeId !== undefined && !NODE_ID.test(brokerNodeId))
+    throw new ConfigError(
+      'FLEET_BROKER_NODE_ID must be 1-64 characters: letters, digits, ".", "_" or "-", starting with a letter or digit',
+      { name: 'FLEET_BROKER_NODE_ID' },
+    );
   return Object.freeze({
     dataDir: resolve(flags.data ?? env.FLEET_DATA_DIR ?? './data'),
     databaseUrl,
@@ -93,5 +119,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     brokerUrl: env.FLEET_BROKER_URL || `mqtts://${host}:${mqttPort}`,
     logLevel: env.FLEET_LOG_LEVEL || 'info',
     json: flags.json ?? false,
+    brokerNodeId,
+    tlsTicketKeysFile: env.FLEET_TLS_TICKET_KEYS_FILE ? resolve(env.FLEET_TLS_TICKET_KEYS_FILE) : undefined,
+    proxyProtocol: flag(env, 'FLEET_PROXY_PROTOCOL', false),
   });
 }
