@@ -4,7 +4,9 @@
  */
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { brokerConfig, buildBroker } from '../broker/index.ts';
+import { ensureTicketKeys, readTicketKeys, redisCluster } from '../broker/cluster.ts';
+import { brokerConfig, DEFAULT_BROKER_CONFIG } from '../broker/index.ts';
+import { runBroker } from '../broker/main.ts';
 import { fromRegistry } from '../broker/registry.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { openCa } from '../pki/ca.ts';
@@ -37,19 +39,60 @@ export async function openRuntime(config: FleetConfig): Promise<Runtime> {
   return { config, ca, registry, logger };
 }
 
+/** Where the embedded default keeps its generated TLS ticket keys. */
+export const ticketKeysPath = (dataDir: string) => join(paths(dataDir).secrets, 'tls-ticket-keys');
+
+/**
+ * The broker on this runtime. With REDIS_URL it is one node of a cluster: the message bus and sessions in
+ * Redis, aedes' connect notices on so a client id that moves to another node is closed here. Without it,
+ * everything stays in memory (the embedded default). Either way the TLS ticket keys come from
+ * FLEET_TLS_TICKET_KEYS_FILE, or from data/secrets/ (generated once), so tickets survive a restart.
+ */
 export async function startBroker(rt: Runtime): Promise<Service> {
-  const broker = buildBroker(
-    brokerConfig({ port: rt.config.mqttPort, metrics: { port: rt.config.metricsPort } }),
-    { ca: rt.ca, registry: fromRegistry(rt.registry), logger: rt.logger.child({ part: 'broker' }) },
+  const c = rt.config;
+  const log = rt.logger.child({ part: 'broker' });
+  const ticketFile = c.tlsTicketKeysFile ?? ticketKeysPath(c.dataDir);
+  const tickets = c.tlsTicketKeysFile
+    ? { keys: await readTicketKeys(ticketFile), created: false }
+    : await ensureTicketKeys(ticketFile);
+  if (c.redisUrl && !c.tlsTicketKeysFile) {
+    log.warn(
+      { event: 'tls_ticket_keys_not_shared', file: ticketFile },
+      'REDIS_URL is set but FLEET_TLS_TICKET_KEYS_FILE is not: session tickets resume on this node only',
+    );
+  }
+  const nodeId = c.brokerNodeId ?? DEFAULT_BROKER_CONFIG.nodeId;
+  const cluster = c.redisUrl ? await redisCluster({ url: c.redisUrl, nodeId, logger: log }) : undefined;
+  const config = brokerConfig({
+    port: c.mqttPort,
+    nodeId,
+    metrics: { port: c.metricsPort },
+    tls: { ticketKeys: tickets.keys },
+    // aedes closes a client id on the other nodes through these notices: needed once nodes share Redis.
+    skipSysConnectNotices: !cluster,
+    proxyProtocol: c.proxyProtocol,
+  });
+  const running = await runBroker(
+    config,
+    {
+      ca: rt.ca,
+      registry: fromRegistry(rt.registry),
+      logger: log,
+      ...(cluster ? { mq: cluster.deps.mq as never, persistence: cluster.deps.persistence as never } : {}),
+    },
+    { onStopped: cluster ? () => cluster.close() : undefined },
   );
-  const { port, metricsPort } = await broker.start();
   return {
     name: 'broker',
     describe: () => [
-      `  MQTT broker (mTLS)      mqtts://${rt.config.host}:${port}`,
-      ...(metricsPort ? [`  metrics (Prometheus)    http://${rt.config.host}:${metricsPort}/metrics`] : []),
+      `  MQTT broker (mTLS)      mqtts://${c.host}:${running.port}${c.proxyProtocol ? ' (PROXY protocol header required)' : ''}`,
+      `  broker node             ${nodeId}, ${cluster ? 'sessions and message bus in Redis (REDIS_URL)' : 'in memory'}`,
+      `  TLS ticket keys         ${ticketFile}${tickets.created ? ' (created)' : ''}`,
+      ...(running.metricsPort
+        ? [`  metrics (Prometheus)    http://${c.host}:${running.metricsPort}/metrics`]
+        : []),
     ],
-    stop: () => broker.stop(),
+    stop: () => running.stop(),
   };
 }
 
