@@ -31,6 +31,14 @@ export interface FleetConfig {
   readonly tlsTicketKeysFile: string | undefined;
   /** Require a PROXY protocol v1/v2 header on every MQTT connection (FLEET_PROXY_PROTOCOL; behind HAProxy send-proxy-v2). */
   readonly proxyProtocol: boolean;
+  /**
+   * The broker's TLS chain (certificate + issuing CA) and key (FLEET_BROKER_CERT_FILE, FLEET_BROKER_KEY_FILE),
+   * reloaded on SIGHUP and when they change; when absent one is issued at start by the infrastructure CA.
+   */
+  readonly brokerCertFile: string | undefined;
+  readonly brokerKeyFile: string | undefined;
+  /** Extra names for an issued broker certificate: the name devices dial, e.g. the load balancer's (FLEET_BROKER_SERVER_NAMES, comma-separated). */
+  readonly brokerServerNames: readonly string[];
 }
 
 export class ConfigError extends FleetError {
@@ -101,6 +109,23 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
       'FLEET_BROKER_NODE_ID must be 1-64 characters: letters, digits, ".", "_" or "-", starting with a letter or digit',
       { name: 'FLEET_BROKER_NODE_ID' },
     );
+  const brokerCertFile = env.FLEET_BROKER_CERT_FILE ? resolve(env.FLEET_BROKER_CERT_FILE) : undefined;
+  const brokerKeyFile = env.FLEET_BROKER_KEY_FILE ? resolve(env.FLEET_BROKER_KEY_FILE) : undefined;
+  if (Boolean(brokerCertFile) !== Boolean(brokerKeyFile))
+    throw new ConfigError('FLEET_BROKER_CERT_FILE and FLEET_BROKER_KEY_FILE go together');
+  const brokerServerNames = (env.FLEET_BROKER_SERVER_NAMES ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  for (const n of brokerServerNames) {
+    if (!/^[A-Za-z0-9.:-]{1,253}$/.test(n))
+      throw new ConfigError(
+        `FLEET_BROKER_SERVER_NAMES: ${JSON.stringify(n)} is not a DNS name or IP address`,
+        {
+          name: 'FLEET_BROKER_SERVER_NAMES',
+        },
+      );
+  }
   return Object.freeze({
     dataDir: resolve(flags.data ?? env.FLEET_DATA_DIR ?? './data'),
     databaseUrl,
@@ -122,5 +147,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     brokerNodeId,
     tlsTicketKeysFile: env.FLEET_TLS_TICKET_KEYS_FILE ? resolve(env.FLEET_TLS_TICKET_KEYS_FILE) : undefined,
     proxyProtocol: flag(env, 'FLEET_PROXY_PROTOCOL', false),
+    brokerCertFile,
+    brokerKeyFile,
+    brokerServerNames: Object.freeze(brokerServerNames),
   });
 }

@@ -67,7 +67,11 @@ export async function startBroker(rt: Runtime): Promise<Service> {
     port: c.mqttPort,
     nodeId,
     metrics: { port: c.metricsPort },
-    tls: { ticketKeys: tickets.keys },
+    tls: {
+      ticketKeys: tickets.keys,
+      serverNames: c.brokerServerNames,
+      ...(c.brokerCertFile ? { certFile: c.brokerCertFile, keyFile: c.brokerKeyFile } : {}),
+    },
     // aedes closes a client id on the other nodes through these notices: needed once nodes share Redis.
     skipSysConnectNotices: !cluster,
     proxyProtocol: c.proxyProtocol,
