@@ -43,6 +43,14 @@ describe('configuration of a broker node', () => {
       { FLEET_TLS_TICKET_KEYS_FILE: '/etc/fleet/ticket-keys' },
       { tlsTicketKeysFile: '/etc/fleet/ticket-keys' },
     ],
+    [
+      { FLEET_BROKER_CERT_FILE: '/etc/fleet/broker.crt', FLEET_BROKER_KEY_FILE: '/etc/fleet/broker.key' },
+      { brokerCertFile: '/etc/fleet/broker.crt', brokerKeyFile: '/etc/fleet/broker.key' },
+    ],
+    [
+      { FLEET_BROKER_SERVER_NAMES: 'mqtt.example.com, 192.0.2.10,2001:db8::1' },
+      { brokerServerNames: ['mqtt.example.com', '192.0.2.10', '2001:db8::1'] },
+    ],
   ])('reads %j', (env, expected) => {
     expect(loadConfig(env)).toMatchObject(expected);
   });
@@ -55,6 +63,8 @@ describe('configuration of a broker node', () => {
     [{ FLEET_BROKER_NODE_ID: 'x'.repeat(65) }, 'FLEET_BROKER_NODE_ID'],
     [{ FLEET_BROKER_NODE_ID: 'a\u0000b' }, 'FLEET_BROKER_NODE_ID'],
     [{ FLEET_PROXY_PROTOCOL: 'maybe' }, 'FLEET_PROXY_PROTOCOL'],
+    [{ FLEET_BROKER_CERT_FILE: '/etc/fleet/broker.crt' }, 'FLEET_BROKER_KEY_FILE'],
+    [{ FLEET_BROKER_SERVER_NAMES: 'mqtt.example.com,bad name' }, 'FLEET_BROKER_SERVER_NAMES'],
   ])('refuses %j, naming the variable', (env, name) => {
     expect(() => loadConfig(env)).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
     expect(() => loadConfig(env)).toThrow(name);
