@@ -4,11 +4,9 @@
  * client id, be active in the registry, and not hold a revoked certificate. Every refusal has a reason
  * that is logged and counted; the client only sees CONNACK 5.
  */
-import type { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { isFleetError } from '../pki/errors.ts';
-import { identityFromCertificate } from '../pki/identity.ts';
 import type { Identity } from '../pki/ids.ts';
+import type { CheckResult } from './client-verify.ts';
 import type { AuthFailureReason } from './metrics.ts';
 import type { BrokerRegistry, SubjectInfo } from './registry.ts';
 import type { RevocationState } from './revocation.ts';
@@ -25,26 +23,21 @@ export class ConnectRefused extends Error {
   }
 }
 
+/** What the TLS layer decided about a connection's peer certificate (client-verify.ts), kept on the socket. */
+export const PEER = Symbol('fleet.peer');
+export type PeerVerdict = Extract<CheckResult, { ok: true }>;
+
 /**
- * The identity of a TLS connection, from its peer certificate. The chain was verified in the handshake;
- * validity is checked again here against now, because a resumed session carries a certificate that may
- * have expired since the full handshake.
+ * The identity of a TLS connection, as the TLS layer read it from the verified peer certificate (once per
+ * distinct certificate, see client-verify.ts). The certificate's validity was checked against the clock
+ * when this connection's handshake completed, resumed or not.
  */
-export function identityOfSocket(sock: TLSSocket, now: Date): Identity {
-  if (!sock.authorized) throw new ConnectRefused('not_authorized_tls', String(sock.authorizationError));
-  let x509: X509Certificate | undefined;
-  try {
-    x509 = sock.getPeerX509Certificate();
-  } catch {
-    x509 = undefined;
-  }
-  if (!x509) throw new ConnectRefused('no_certificate');
-  try {
-    return identityFromCertificate(x509, { now });
-  } catch (err) {
-    if (isFleetError(err)) throw new ConnectRefused('certificate_invalid', err.code);
-    throw err;
-  }
+export function identityOfSocket(sock: TLSSocket & { [PEER]?: PeerVerdict }): Identity {
+  const peer = sock[PEER];
+  if (!peer) throw new ConnectRefused('not_authorized_tls', String(sock.authorizationError));
+  if (peer.identityError) throw new ConnectRefused('certificate_invalid', peer.identityError.code);
+  if (!peer.identity) throw new ConnectRefused('no_certificate');
+  return peer.identity;
 }
 
 /** Checks that need no I/O: kind, client id, revoked set. */

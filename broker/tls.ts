@@ -81,6 +81,11 @@ export interface TlsSettings {
   /** 48 bytes shared by every node so tickets resume across nodes; random per process when absent. */
   ticketKeys?: Buffer | undefined;
   sessionTimeoutS: number;
+  /**
+   * The broker decides client certificates itself after the handshake (client-verify.ts), and `trustPem`
+   * holds the name-only stand-ins for the CertificateRequest: OpenSSL's verdict is then not used.
+   */
+  verifyClientsInJs?: boolean;
 }
 
 export function secureContextOptions(creds: ServerCredentials, s: TlsSettings): SecureContextOptions {
@@ -101,9 +106,10 @@ export function serverOptions(creds: ServerCredentials, s: TlsSettings): TlsOpti
   return {
     ...secureContextOptions(creds, s),
     // Never disable verification: a client without a certificate chaining to the fleet root is refused
-    // in the handshake.
+    // in the handshake, by OpenSSL, or (verifyClientsInJs) right after it by ClientCertVerifier, before
+    // any MQTT byte is read (client-verify.ts says why that is safe).
     requestCert: true,
-    rejectUnauthorized: true,
+    rejectUnauthorized: !s.verifyClientsInJs,
     handshakeTimeout: s.handshakeTimeoutMs,
     // Without it every connect waits ≈ 40 ms on Nagle and the client's delayed ACK (measured).
     noDelay: true,

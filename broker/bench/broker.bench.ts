@@ -201,7 +201,6 @@ async function startMosquitto(dir: string): Promise<{ proc: ChildProcess; port: 
       `keyfile ${join(dir, 'server.key')}`,
       'require_certificate true',
       'use_identity_as_username true',
-      'tls_version tlsv1.2',
       'max_queued_messages 0',
       '',
     ].join('\n'),
