@@ -27,8 +27,13 @@
  * - The verdict is cached by the SHA-256 of the certificate's DER, so another certificate can never
  *   share it. Validity (of the certificate and of its issuing chain) is checked against the clock on
  *   every connect, and revocation is checked on every CONNECT by the revoked set, as before.
- * - The peer's certificate is read after the handshake, before any MQTT byte is: a refused connection is
- *   destroyed without being read, as OpenSSL's rejection did (the client sees the same close).
+ * - The peer's certificate is decided after the handshake, before any MQTT byte is read: a refused
+ *   connection is destroyed unread, as Node did after OpenSSL's verdict (the client sees the same close).
+ *   One visible difference: a client that sends no certificate now completes the handshake and is then
+ *   closed, where OpenSSL aborted the handshake with an alert (`rejectUnauthorized` sets both, and Node
+ *   offers no way to keep the one without the other).
+ * - Tested: test/broker-client-verify.test.ts runs the refusal matrix against a broker verifying this way
+ *   and one letting OpenSSL verify, and expects the same outcome for every case.
  * - Stricter than OpenSSL in one way: the certificate must be issued directly by one of the fleet's CAs
  *   (intermediates the client sends are not used); a fleet's devices never need more.
  */
