@@ -1431,8 +1431,12 @@ export class Registry {
         row.remoteAddress = u.remoteAddress ?? null;
         row.brokerNode = u.brokerNode ?? null;
       }
-      if (u.event === 'disconnect' && (!row.disconnectedAt || u.at >= row.disconnectedAt))
+      if (u.event === 'disconnect' && (!row.disconnectedAt || u.at >= row.disconnectedAt)) {
         row.disconnectedAt = u.at;
+        // With no connect in this batch, the node is the disconnecting one: the upsert below lets a
+        // disconnect end the presence only when it comes from the node that holds the connection.
+        if (!row.connectedAt) row.brokerNode = u.brokerNode ?? null;
+      }
       if (row.connectedAt || row.disconnectedAt) {
         // Connected if the latest state event was a connect.
         row.connected = !row.disconnectedAt || (!!row.connectedAt && row.connectedAt > row.disconnectedAt);
@@ -1449,8 +1453,15 @@ export class Registry {
         .onConflictDoUpdate({
           target: [presence.kind, presence.id],
           set: {
-            connected: sql`case when ${stateAt} is not null and ${stateAt} >= ${oldStateAt}
-              then excluded.connected else ${presence.connected} end`,
+            // A device that moved nodes is disconnected by its old node after the new node's connect:
+            // that disconnect must not end its presence. A batch with its own newer connect decides
+            // for itself; a disconnect alone counts only from the node of the latest connect.
+            connected: sql`case
+              when ${stateAt} is null or ${stateAt} < ${oldStateAt} then ${presence.connected}
+              when ${newerConnect} then excluded.connected
+              when ${presence.brokerNode} is null or excluded.broker_node is null
+                or excluded.broker_node = ${presence.brokerNode} then excluded.connected
+              else ${presence.connected} end`,
             lastSeen: sql`greatest(${presence.lastSeen}, excluded.last_seen)`,
             connectedAt: sql`greatest(${presence.connectedAt}, excluded.connected_at)`,
             disconnectedAt: sql`greatest(${presence.disconnectedAt}, excluded.disconnected_at)`,

@@ -278,12 +278,8 @@ describe.skipIf(!REDIS_URL)(
       expect(p.brokerNode).toBe('node-b');
     });
 
-    // KNOWN BUG, not in this suite's files: node A records the taken-over connection's close as a
-    // `disconnect` stamped after node B's `connect`, and the registry keeps the latest state event, so the
-    // device reads as disconnected while it is connected to node B. Fix (registry.recordPresence): a
-    // disconnect changes the state only when it comes from the node that recorded the latest connect.
-    // `it.fails` keeps CI green and turns red once fixed: then make it a plain `it`.
-    it.fails('presence still says connected after a device moved nodes', async () => {
+    // Node A records the taken-over connection's close after node B's connect; presence must follow B.
+    it('presence still says connected after a device moved nodes', async () => {
       const dev = await enroll(regs.operator, ca, 'device', uid('dev-pres'));
       const first = keep(await connectOrThrow(a.port, ca, dev));
       await eventually(async () => {
