@@ -48,6 +48,10 @@ export const PROVISIONING_ERRORS = {
   EST_BODY_INVALID: 400,
   /** EST without a label and a station whose scope is not exactly one product. */
   EST_PRODUCT_REQUIRED: 400,
+  /** Client side: the API could not be reached at all. */
+  API_UNREACHABLE: 503,
+  /** Client side: the operator certificate or key is not where `fleet init` puts it. */
+  OPERATOR_CREDENTIALS_MISSING: 400,
   /** The registry did not answer (health check). */
   SERVICE_UNAVAILABLE: 503,
   INTERNAL: 500,

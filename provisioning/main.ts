@@ -66,6 +66,11 @@ export async function runProvisioning(config: FleetConfig): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  // A stop that hangs (a stuck client, an unreachable database) must not keep the process alive.
+  setTimeout(() => {
+    process.stderr.write('fleet provisioning: stop timed out; exiting\n');
+    process.exit(1);
+  }, 10_000).unref();
   await running.stop();
   return 0;
 }
