@@ -23,6 +23,7 @@ import {
 } from './auth.ts';
 import { ClientCertVerifier } from './client-verify.ts';
 import { CONNACK } from './errors.ts';
+import { type FastDeliverClient, installFastDeliver } from './fast-deliver.ts';
 import { FlapDetector, TokenBucket, WindowCounter } from './limits.ts';
 import { type AuthFailureReason, type BrokerMetrics, createMetrics, serveMetrics } from './metrics.ts';
 import { createMq } from './mq.ts';
@@ -580,6 +581,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     handshakeOk.inc();
     sock[PEER] = peer;
     const client = aedes.handle(sock) as FleetClient;
+    installFastDeliver(client as unknown as FastDeliverClient);
     limitPacketSize(client, lim.maxPacketBytes);
   });
   const listener = config.proxyProtocol

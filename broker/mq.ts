@@ -180,9 +180,25 @@ export class FleetMq {
       this.release();
       return;
     }
+    if (n === 1) {
+      // The common case (one subscriber): no counting closure. Anonymous on purpose: tsx (esbuild
+      // keepNames) wraps every named closure in a defineProperty call, per message here.
+      listeners[0]!.call(this, message, (err) => {
+        this.stats.delivered++;
+        done(err ?? null);
+        this.release();
+      });
+      return;
+    }
+    const one = this.countdown(n, done);
+    for (let i = 0; i < n; i++) listeners[i]!.call(this, message, one);
+  }
+
+  /** One callback for `n` listeners: `done` (with the first error) once all have called it. */
+  private countdown(n: number, done: MqDone): MqDone {
     let remaining = n;
     let firstErr: Error | null = null;
-    const one: MqDone = (err) => {
+    return (err) => {
       if (err && !firstErr) firstErr = err;
       if (--remaining === 0) {
         this.stats.delivered++;
@@ -190,7 +206,6 @@ export class FleetMq {
         this.release();
       }
     };
-    for (let i = 0; i < n; i++) listeners[i]!.call(this, message, one);
   }
 
   private release(): void {
