@@ -4,15 +4,14 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
-import { isRevocationReason, OPERATOR_REASONS } from '../pki/crl.ts';
 import { FleetError } from '../pki/errors.ts';
-import { assertValidId } from '../pki/ids.ts';
 import { certToPem } from '../pki/x509.ts';
 import { currentCrl } from '../provisioning/crl.ts';
 import { checkDeviceRequest, Issuance } from '../provisioning/issuance.ts';
-import { openRegistry, type Registry, SUBJECT_STATUSES, type SubjectStatus } from '../registry/index.ts';
+import { openRegistry, type Registry } from '../registry/index.ts';
 import type { FleetConfig } from './config.ts';
 import { caConfigFrom, keyStoreFor, paths } from './context.ts';
+import { DEVICE_OPERATOR_SUB, OPERATOR_COMMANDS } from './operator.ts';
 
 export class UsageError extends Error {}
 
@@ -199,88 +198,14 @@ const deviceIssue = async (ctx: CommandContext, argv: string[]) => {
   return 0;
 };
 
-const deviceList = async (ctx: CommandContext, argv: string[]) => {
-  const { values } = flags(argv, ['status', 'product', 'station', 'expiring-days', 'limit', 'cursor']);
-  if (values.status && !SUBJECT_STATUSES.includes(values.status as SubjectStatus)) {
-    throw new UsageError(`--status must be one of ${SUBJECT_STATUSES.join(', ')}`);
-  }
-  const num = (v: string | undefined, name: string) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer`);
-    return n;
-  };
-  const page = await withRegistry(ctx.config, (r) =>
-    r.listDevices({
-      status: values.status as SubjectStatus | undefined,
-      product: values.product,
-      enrolledBy: values.station,
-      expiringWithinDays: num(values['expiring-days'], '--expiring-days'),
-      limit: num(values.limit, '--limit'),
-      cursor: values.cursor,
-    }),
-  );
-  const rows = page.items.map(
-    (d) => `${d.id.padEnd(24)} ${d.status.padEnd(10)} ${d.product.padEnd(16)} ${d.createdAt.toISOString()}`,
-  );
-  print(
-    ctx,
-    page,
-    [
-      `${'ID'.padEnd(24)} ${'STATUS'.padEnd(10)} ${'PRODUCT'.padEnd(16)} ENROLLED`,
-      ...rows,
-      page.nextCursor ? `(more: --cursor ${page.nextCursor})` : '',
-    ].join('\n'),
-  );
-  return 0;
-};
-
-const deviceShow = async (ctx: CommandContext, argv: string[]) => {
-  const { positionals } = flags(argv, []);
-  const id = positionals[0];
-  if (!id) throw new UsageError('device show needs an id');
-  assertValidId(id, 'device id');
-  const d = await withRegistry(ctx.config, (r) => r.getDevice(id));
-  if (!d) throw new FleetError('DEVICE_NOT_FOUND', `no device ${id}`, { httpStatus: 404 });
-  const lines = [
-    `device ${d.id}: ${d.status}${d.revocationReason ? ` (${d.revocationReason})` : ''}`,
-    `  product ${d.product}, fleet ${d.fleet}, enrolled ${d.createdAt.toISOString()}${d.enrolledBy ? ` by station ${d.enrolledBy}` : ''}`,
-    ...d.certificates.map(
-      (c) => `  certificate ${c.serial} ${c.status} valid until ${c.notAfter.toISOString()}`,
-    ),
-    d.presence
-      ? `  presence: ${d.presence.connected ? 'connected' : 'disconnected'}, last seen ${d.presence.lastSeen.toISOString()}`
-      : '  presence: never connected',
-  ];
-  print(ctx, d, lines.join('\n'));
-  return 0;
-};
-
-const deviceRevoke = async (ctx: CommandContext, argv: string[]) => {
-  const { positionals, values } = flags(argv, ['reason']);
-  const id = positionals[0];
-  if (!id) throw new UsageError('device revoke needs an id');
-  assertValidId(id, 'device id');
-  const reason = values.reason ?? 'unspecified';
-  if (!isRevocationReason(reason) || !OPERATOR_REASONS.includes(reason)) {
-    throw new UsageError(`--reason must be one of ${OPERATOR_REASONS.join(', ')}`);
-  }
-  const r = await withRegistry(ctx.config, (reg) =>
-    reg.setStatus({ kind: 'device', id, status: 'revoked', reason, actor: LOCAL_ACTOR }),
-  );
-  print(ctx, r, r.changed ? `revoked device ${id} (${reason})` : `device ${id} was already revoked`);
-  return 0;
-};
-
+// list|show|revoke|suspend|reinstate|reset go through the provisioning API (cli/operator.ts).
 const DEVICE_SUB: Record<string, (ctx: CommandContext, argv: string[]) => Promise<number>> = {
   issue: deviceIssue,
-  list: deviceList,
-  show: deviceShow,
-  revoke: deviceRevoke,
+  ...DEVICE_OPERATOR_SUB,
 };
 
 const device: Command = {
-  summary: 'device issue|list|show|revoke',
+  summary: 'device issue|list|show|revoke|suspend|reinstate|reset',
   async run(ctx) {
     const [sub, ...rest] = ctx.argv;
     const fn = sub ? DEVICE_SUB[sub] : undefined;
@@ -334,6 +259,7 @@ export const COMMANDS: Record<string, Command> = {
     run: async (ctx) => (await import('./up.ts')).broker.run(ctx),
   },
   sim: { summary: 'simulated devices load test', run: async (c) => (await import('./sim.ts')).sim.run(c) },
+  ...OPERATOR_COMMANDS,
 };
 
 export function usage(): string {

@@ -19,7 +19,7 @@ export interface RunningProvisioning {
 }
 
 export async function startProvisioning(
-  config: FleetConfig,
+  config: FleetConfig & { readonly listenHost?: string },
   logger: Logger = pino({ level: config.logLevel, base: { part: 'provisioning' } }),
 ): Promise<RunningProvisioning> {
   const { keys } = await keyStoreFor(config);
