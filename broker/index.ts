@@ -23,6 +23,7 @@ import {
 } from './auth.ts';
 import { ClientCertVerifier } from './client-verify.ts';
 import { CONNACK } from './errors.ts';
+import { type FastConnectClient, installFastConnect, plainCleanConnect } from './fast-connect.ts';
 import { type FastDeliverClient, installFastDeliver } from './fast-deliver.ts';
 import { FlapDetector, TokenBucket, WindowCounter } from './limits.ts';
 import { type AuthFailureReason, type BrokerMetrics, createMetrics, serveMetrics } from './metrics.ts';
@@ -323,8 +324,18 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     done(err, null);
   };
 
+  // Client ids that ever connected with a persistent session (clean 0): their CONNECTs, and everyone's
+  // when persistence is not aedes' in-memory default, take aedes' own path (fast-connect.ts says why).
+  const persistentIds = new Set<string>();
+  const fastConnectEligible = (p: Parameters<typeof plainCleanConnect>[0]) =>
+    !deps.persistence &&
+    !(aedes as unknown as { keepaliveLimit?: number }).keepaliveLimit &&
+    plainCleanConnect(p) &&
+    !persistentIds.has(p.clientId!);
+
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
     try {
+      if (!packet.clean && packet.clientId) persistentIds.add(packet.clientId);
       const ka = packet.keepalive ?? 0;
       if (ka !== 0 && ka < lim.keepaliveMinS) (client as FleetClient)[KEEPALIVE_REFUSED] = true;
       // [MQTT-3.1.2-24] the server may close an idle client after 1.5 × keepalive; a client asking for
@@ -582,6 +593,8 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     sock[PEER] = peer;
     const client = aedes.handle(sock) as FleetClient;
     installFastDeliver(client as unknown as FastDeliverClient);
+    installFastConnect(client as unknown as FastConnectClient, fastConnectEligible);
+    watchCloseCheaply(client, sock);
     limitPacketSize(client, lim.maxPacketBytes);
   });
   const listener = config.proxyProtocol
@@ -760,6 +773,21 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     },
   };
   return broker;
+}
+
+/**
+ * aedes watches each socket with stream.finished(), which builds an ERR_STREAM_PREMATURE_CLOSE error, stack
+ * trace and all, whenever a socket closes before its writable side was ended: every DISCONNECT (aedes
+ * destroys the socket) and every drop. Its callback, client.close(), ignores that argument, and aedes
+ * already closes the client on 'end' and 'error'; a 'close' listener does the rest for the price of a call.
+ */
+function watchCloseCheaply(client: FleetClient, sock: TLSSocket): void {
+  const c = client as FleetClient & { _eos?: () => void };
+  if (typeof c._eos !== 'function') return;
+  c._eos();
+  const onClose = () => client.close();
+  sock.on('close', onClose);
+  c._eos = () => sock.removeListener('close', onClose);
 }
 
 /**
