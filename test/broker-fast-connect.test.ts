@@ -1,0 +1,110 @@
+/**
+ * The fast CONNECT path (broker/fast-connect.ts) keeps MQTT's session semantics: a clean session after a
+ * persistent one finds no stored subscription and no queued message [MQTT-3.1.2-6], a persistent session
+ * still resumes [MQTT-3.2.2-2], a will still goes out when its connection drops, and a refused CONNECT
+ * still gets its return code.
+ */
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Broker } from '../broker/index.ts';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import {
+  type Credentials,
+  enroll,
+  makeCa,
+  openTestRegistry,
+  startBroker,
+  tempDir,
+  tryConnect,
+} from './helpers/broker.ts';
+
+let tmp: ReturnType<typeof tempDir>;
+let ca: CertificateAuthority;
+let db: Awaited<ReturnType<typeof openTestRegistry>>;
+let broker: Broker;
+let port: number;
+const creds: Record<string, Credentials> = {};
+
+beforeAll(async () => {
+  tmp = tempDir();
+  ca = await makeCa(`${tmp.dir}/fleet`);
+  db = await openTestRegistry();
+  creds.device = await enroll(db.registry, ca, 'device', 'fc-dev', { fleet: 'fc' });
+  creds.other = await enroll(db.registry, ca, 'device', 'fc-other', { fleet: 'fc' });
+  creds.service = await enroll(db.registry, ca, 'service', 'fc-svc');
+  ({ broker, port } = await startBroker(ca, db.registry));
+});
+
+afterAll(async () => {
+  await broker?.stop();
+  await db?.cleanup();
+  tmp?.remove();
+});
+
+async function connect(c: Credentials, opts: Parameters<typeof tryConnect>[3] = {}): Promise<MqttClient> {
+  const r = await tryConnect(port, ca, c, opts);
+  if (r.outcome !== 'connected') throw new Error(`not connected: ${JSON.stringify(r)}`);
+  return r.client;
+}
+
+const received = (client: MqttClient, ms: number) =>
+  new Promise<string[]>((resolve) => {
+    const got: string[] = [];
+    client.on('message', (topic) => got.push(topic));
+    setTimeout(() => resolve(got), ms);
+  });
+
+describe('sessions through the fast CONNECT path', () => {
+  it('a clean session after a persistent one has no subscription and no queued message', async () => {
+    const a = await connect(creds.device!, { clean: false });
+    await a.subscribeAsync('devices/fc-dev/commands/#', { qos: 1 });
+    await a.endAsync();
+    const svc = await connect(creds.service!);
+    await svc.publishAsync('devices/fc-dev/commands/reboot', 'now', { qos: 1 });
+    const b = await connect(creds.device!, { clean: true });
+    const gotB = received(b, 300);
+    await svc.publishAsync('devices/fc-dev/commands/again', 'now', { qos: 1 });
+    expect(await gotB).toEqual([]);
+    await b.endAsync();
+    const c = await connect(creds.device!, { clean: false });
+    expect(c.connected).toBe(true);
+    const gotC = received(c, 300);
+    await svc.publishAsync('devices/fc-dev/commands/third', 'now', { qos: 1 });
+    expect(await gotC).toEqual([]);
+    await c.endAsync();
+    await svc.endAsync();
+  });
+
+  it('a persistent session resumes with its subscription and gets what was queued', async () => {
+    const a = await connect(creds.other!, { clean: false });
+    await a.subscribeAsync('devices/fc-other/commands/#', { qos: 1 });
+    await a.endAsync();
+    const svc = await connect(creds.service!);
+    await svc.publishAsync('devices/fc-other/commands/queued', 'x', { qos: 1 });
+    const r = await tryConnect(port, ca, creds.other!, { clean: false, manualConnect: false });
+    if (r.outcome !== 'connected') throw new Error('not connected');
+    const got = await received(r.client, 500);
+    expect(got).toContain('devices/fc-other/commands/queued');
+    await r.client.endAsync();
+    await svc.endAsync();
+  });
+
+  it('a clean session receives what it subscribes to, and its will goes out when it drops', async () => {
+    const svc = await connect(creds.service!);
+    await svc.subscribeAsync('devices/+/state', { qos: 0 });
+    const got = received(svc, 800);
+    const dev = await connect(creds.device!, {
+      will: { topic: 'devices/fc-dev/state', payload: Buffer.from('offline'), qos: 0, retain: false },
+    });
+    dev.stream.destroy();
+    expect(await got).toContain('devices/fc-dev/state');
+    await svc.endAsync();
+  });
+
+  it('a refused CONNECT still gets its return code', async () => {
+    expect(await tryConnect(port, ca, creds.device!, { clientId: 'fc-someone-else' })).toEqual({
+      outcome: 'connack',
+      code: 5,
+    });
+  });
+});
