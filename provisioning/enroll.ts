@@ -230,6 +230,17 @@ export function quotaExhausted(station: PrincipalRow): ProvisioningError {
   );
 }
 
+/** PEM of the CA certificates, made once (every answer carries the chain and the root). */
+const caPem = new WeakMap<Buffer, string>();
+function pemOfCa(d: Buffer): string {
+  let p = caPem.get(d);
+  if (p === undefined) {
+    p = certToPem(d);
+    caPem.set(d, p);
+  }
+  return p;
+}
+
 /** The JSON answer of a successful enrollment. */
 export function enrollmentAnswer(
   deviceId: string,
@@ -245,7 +256,7 @@ export function enrollmentAnswer(
     notAfter: r.notAfter.toISOString(),
     reused: r.reused,
     certificate: certToPem(r.der),
-    chain: r.chain.map(certToPem),
+    chain: r.chain.map(pemOfCa),
     root: rootPem,
     brokerUrl,
   };
