@@ -212,6 +212,49 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       expect(page.items.filter((d) => d.id.startsWith('re-')).length).toBe(n);
     });
 
+    it('streams: results of the first chunk arrive while the client is still sending the rest', async () => {
+      const first = Array.from({ length: 250 }, () => uid('st'));
+      const rest = Array.from({ length: 50 }, () => uid('st'));
+      const line = (id: string) =>
+        `${JSON.stringify({ deviceId: id, product: 'thermo', csr: h.keyAndCsr(id).csrPem })}\n`;
+      let gotFirstResult!: () => void;
+      const firstResult = new Promise<void>((r) => {
+        gotFirstResult = r;
+      });
+      let sentAll = false;
+      // The body withholds its last lines until a result has come back: a server that buffered the whole
+      // request before answering would never answer (the test would time out).
+      async function* body() {
+        for (const id of first) yield line(id);
+        await firstResult;
+        for (const id of rest) yield line(id);
+        sentAll = true;
+      }
+      const res = await request(`${h.apiUrl}/v1/enrollments/batch`, {
+        method: 'POST',
+        dispatcher: h.agent(station),
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: body(),
+      });
+      expect(res.statusCode).toBe(200);
+      let buf = '';
+      let sentAllAtFirstResult: boolean | undefined;
+      for await (const chunk of res.body) {
+        buf += chunk.toString();
+        if (sentAllAtFirstResult === undefined && buf.includes('\n')) {
+          sentAllAtFirstResult = sentAll;
+          gotFirstResult();
+        }
+      }
+      expect(sentAllAtFirstResult).toBe(false);
+      const out = buf
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(out).toHaveLength(300);
+      expect(out.every((o) => o.ok)).toBe(true);
+    }, 60_000);
+
     it('a duplicated device id within one chunk gets one certificate', async () => {
       const id = uid('dup');
       const { csrPem } = h.keyAndCsr(id);
