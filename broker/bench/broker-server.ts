@@ -8,6 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createServer } from 'node:tls';
 import pino from 'pino';
 import { DEFAULT_CA_CONFIG, loadCa } from '../../pki/ca.ts';
@@ -111,6 +112,33 @@ if (mode === 'bare') {
       .setStatus({ kind: 'device', id: m.revoke, status: 'revoked', actor: 'operator:bench' })
       .then(() => process.send?.({ revoked: m.revoke, t0, committed: now() }));
   });
+}
+// { eld: 'start' | 'stop' }: the event-loop delay histogram over a phase, p50/p99/max in ms.
+let eld: ReturnType<typeof monitorEventLoopDelay> | undefined;
+process.on('message', (m: { eld?: 'start' | 'stop' }) => {
+  if (m.eld === 'start') {
+    eld = monitorEventLoopDelay({ resolution: 1 });
+    eld.enable();
+    process.send?.({ eld: 'start' });
+  } else if (m.eld === 'stop' && eld) {
+    eld.disable();
+    const ms = (ns: number) => ns / 1e6;
+    process.send?.({
+      eld: 'stop',
+      out: { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max) },
+    });
+  }
+});
+
+// BENCH_MEMLOG=1: the process's memory every 250 ms on stderr (where a burst's RSS goes).
+if (process.env.BENCH_MEMLOG) {
+  setInterval(() => {
+    const m = process.memoryUsage();
+    const mb = (x: number) => (x / 2 ** 20).toFixed(0);
+    process.stderr.write(
+      `mem rss ${mb(m.rss)} heap ${mb(m.heapUsed)}/${mb(m.heapTotal)} external ${mb(m.external)} buffers ${mb(m.arrayBuffers)}\n`,
+    );
+  }, 250).unref();
 }
 process.on('SIGTERM', () => process.exit(0));
 process.on('message', (m) => {

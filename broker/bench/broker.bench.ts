@@ -7,10 +7,12 @@
  * Per run and server: server CPU µs per full mTLS connect (identities the broker has seen: the steady
  * state after a first connect) and per first-sight connect (identities it has not, so the registry is
  * asked), per resumed (ticket) connect, all from utime+stime in /proc/<pid>/stat over a closed loop;
- * connect p50/p99 at 200 connects/s (open loop); RSS per idle connection with HOLD held;
+ * connect p50/p99 at 200 connects/s (open loop) with the server's event-loop delay meanwhile; RSS per
+ * idle connection with HOLD held;
  * revoke-to-disconnect p50/p99 (registry setStatus → the held client sees its connection close);
  * QoS 0 and QoS 1 msg/s, 10 publishers → 1 subscriber over mTLS, every message counted, with the
- * server's CPU per message and RSS growth (peak during the burst − before it).
+ * server's CPU per message and RSS growth (peak during the burst − before it), run after the connect
+ * phases and before the held connections.
  * Median [min–max] of RUNS runs, with the load average, since the machine is shared: when it is busy, the
  * ratios to the baseline measured in the same run are the figures to trust.
  *
@@ -233,11 +235,13 @@ interface RunResult {
   resumedUs: number;
   p50: number;
   p99: number;
+  /** Server event-loop delay p99 (ms) during the paced phase (Node servers). */
+  eldP99?: number | undefined;
   rssPerConnKiB: number;
   revokeP50?: number;
   revokeP99?: number;
-  qos0?: Burst;
-  qos1?: Burst;
+  qos0?: Burst | undefined;
+  qos1?: Burst | undefined;
   failed: number;
   load: number;
 }
@@ -328,11 +332,26 @@ async function runOnce(dir: string, mode: Mode): Promise<RunResult> {
       const resumedUs = ((cpuTicks(pid) - t) * TICK_US) / CONNECTS;
       if (res.reused < CONNECTS * 0.9) console.error(`${mode}: only ${res.reused}/${CONNECTS} resumed`);
       await sleep(500);
+      // The server's event-loop delay while paced: what the server adds to a connect's latency.
+      if (mode !== 'mosquitto') await ask(server, { eld: 'start' }, 'eld');
       const paced = await ask<{ p50: number; p99: number; failed: number }>(load, {
         cmd: 'paced',
         n: CONNECTS,
         rate: 200,
       });
+      const eld =
+        mode !== 'mosquitto' ? await ask<{ p99: number }>(server, { eld: 'stop' }, 'eld') : undefined;
+      // The bursts on a broker holding no connections (RSS growth from its state after the connects).
+      let qos0: Burst | undefined;
+      let qos1: Burst | undefined;
+      if (mode !== 'bare') {
+        await sleep(1000);
+        await profile('start');
+        qos0 = await burst(dir, pid, port, 0);
+        await profile('stop', 'qos0');
+        await sleep(1000);
+        qos1 = await burst(dir, pid, port, 1);
+      }
       await sleep(1000);
       const rss0 = rssKiB(pid);
       const h = await ask<{ held: number; failed: number }>(load, { cmd: 'hold', n: HOLD });
@@ -344,6 +363,9 @@ async function runOnce(dir: string, mode: Mode): Promise<RunResult> {
         resumedUs,
         p50: paced.p50,
         p99: paced.p99,
+        eldP99: eld?.p99,
+        qos0,
+        qos1,
         rssPerConnKiB,
         failed: warm.failed + full.failed + cold.failed + res.failed + paced.failed + (HOLD - h.held),
         load: loadavg()[0]!,
@@ -373,14 +395,6 @@ async function runOnce(dir: string, mode: Mode): Promise<RunResult> {
         out.revokeP99 = pct(lat, 99);
       }
       await ask(load, { cmd: 'release' });
-      if (mode !== 'bare') {
-        await sleep(1000);
-        await profile('start');
-        out.qos0 = await burst(dir, pid, port, 0);
-        await profile('stop', 'qos0');
-        await sleep(1000);
-        out.qos1 = await burst(dir, pid, port, 1);
-      }
       return out;
     } finally {
       load.kill('SIGTERM');
@@ -453,6 +467,7 @@ try {
     ['server CPU µs per resumed connect', (x) => x.resumedUs, 0, '', true],
     ['connect p50 ms at 200/s', (x) => x.p50, 2, '', false],
     ['connect p99 ms at 200/s', (x) => x.p99, 2, '≤ 5', false],
+    ['server event-loop delay p99 ms, same phase', (x) => x.eldP99, 2, '', false],
     ['RSS KiB per idle connection', (x) => x.rssPerConnKiB, 1, '', false],
     ['revoke-to-disconnect p50 ms', (x) => x.revokeP50, 2, '', false],
     ['revoke-to-disconnect p99 ms', (x) => x.revokeP99, 2, '≤ 100', false],
