@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -234,7 +235,7 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
         method: 'POST',
         dispatcher: h.agent(station),
         headers: { 'content-type': 'application/x-ndjson' },
-        body: body(),
+        body: Readable.from(body()),
       });
       expect(res.statusCode).toBe(200);
       let buf = '';
