@@ -95,7 +95,7 @@ export async function withApi<T>(
   );
   const running = await startProvisioning(
     { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1' },
-    pino({ level: 'warn', base: { part: 'provisioning' } }, pino.destination(2)),
+    pino({ level: 'warn', base: { service: 'provisioning' } }, pino.destination(2)),
   );
   const api = await ProvisioningClient.fromFiles(`https://127.0.0.1:${running.ports.apiPort}`, files);
   try {

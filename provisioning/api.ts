@@ -215,7 +215,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       product = row.products[0]!;
     }
     const r = await enrollment.enroll(station, { deviceId: cn, product, csr });
-    return estReply(reply, [r.der, ...r.chain], r.reused ? 200 : 200);
+    return estReply(reply, [r.der, ...r.chain]);
   };
   const estEnrollOpts = (summary: string, action: string) => ({
     config: { action },
@@ -693,9 +693,9 @@ function estCsr(body: unknown): Buffer {
   return d;
 }
 
-function estReply(reply: FastifyReply, certs: Buffer[], status = 200) {
+function estReply(reply: FastifyReply, certs: Buffer[]) {
   return reply
-    .code(status)
+    .code(200)
     .type(PKCS7_MIME)
     .header('content-transfer-encoding', 'base64')
     .send(toBase64Body(certsOnly(certs)));

@@ -20,7 +20,7 @@ export interface RunningProvisioning {
 
 export async function startProvisioning(
   config: FleetConfig & { readonly listenHost?: string },
-  logger: Logger = pino({ level: config.logLevel, base: { part: 'provisioning' } }),
+  logger: Logger = pino({ level: config.logLevel, base: { service: 'provisioning' } }),
 ): Promise<RunningProvisioning> {
   const { keys } = await keyStoreFor(config);
   const ca = await loadCa(paths(config.dataDir).ca, keys, caConfigFrom(config));
