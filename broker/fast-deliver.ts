@@ -19,6 +19,8 @@ import type { Duplex } from 'node:stream';
 
 interface Forwardable {
   topic: string;
+  qos?: number | undefined;
+  dup?: boolean | undefined;
   payload?: Buffer | string | undefined;
   retain?: boolean | undefined;
   clientId?: string | undefined;
@@ -37,7 +39,11 @@ export interface FastDeliverClient {
   connecting: boolean;
   connected: boolean;
   errored: boolean;
+  clean: boolean;
   duplicates: Record<string, number>;
+  subscriptions: Record<string, { qos?: number } | undefined>;
+  _nextId: number;
+  deliverQoS: Deliver;
   broker: { authorizeForward(client: never, packet: Forwardable): Forwardable | null | undefined };
   deliver0: Deliver;
   waitForDrain(cb: (err: Error | null) => void): void;
@@ -58,12 +64,26 @@ function fresh(client: FastDeliverClient, packet: Forwardable): boolean {
 
 /** One QoS 0 PUBLISH, MQTT 3.1.1 §3.3: fixed header, remaining length, topic, payload. */
 export function encodeQos0(topic: string, payload: Buffer | string | undefined, retain: boolean): Buffer {
+  return encodePublish(topic, payload, retain, 0, false, 0);
+}
+
+/** One PUBLISH, MQTT 3.1.1 §3.3; the packet identifier only for QoS > 0 [MQTT-2.3.1-5]. */
+export function encodePublish(
+  topic: string,
+  payload: Buffer | string | undefined,
+  retain: boolean,
+  qos: 0 | 1 | 2,
+  dup: boolean,
+  messageId: number,
+): Buffer {
   const body = payload === undefined ? EMPTY : typeof payload === 'string' ? Buffer.from(payload) : payload;
   const topicLen = Buffer.byteLength(topic);
-  const remaining = 2 + topicLen + body.length;
+  const idLen = qos > 0 ? 2 : 0;
+  const remaining = 2 + topicLen + idLen + body.length;
   const lenBytes = remaining < 0x80 ? 1 : remaining < 0x4000 ? 2 : remaining < 0x200000 ? 3 : 4;
   const out = Buffer.allocUnsafe(1 + lenBytes + remaining);
-  out[0] = retain ? 0x31 : 0x30;
+  // DUP only with QoS > 0 [MQTT-3.3.1-2].
+  out[0] = 0x30 | (qos > 0 && dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0);
   let r = remaining;
   let p = 1;
   do {
@@ -75,6 +95,10 @@ export function encodeQos0(topic: string, payload: Buffer | string | undefined, 
   out.writeUInt16BE(topicLen, p);
   p += 2;
   p += out.write(topic, p, 'utf8');
+  if (idLen) {
+    out.writeUInt16BE(messageId, p);
+    p += 2;
+  }
   body.copy(out, p);
   return out;
 }
@@ -83,6 +107,7 @@ const EMPTY = Buffer.alloc(0);
 /** Replaces the client's QoS 0 delivery; call right after `aedes.handle()`, before any SUBSCRIBE. */
 export function installFastDeliver(client: FastDeliverClient): void {
   const original = client.deliver0;
+  const originalQoS = client.deliverQoS;
   let frames: Buffer[] = [];
   let callbacks: (() => void)[] = [];
   let scheduled = false;
@@ -114,10 +139,39 @@ export function installFastDeliver(client: FastDeliverClient): void {
       fresh(client, packet) &&
       client.broker.authorizeForward(client as never, packet);
     if (forward) frames.push(encodeQos0(forward.topic, forward.payload, forward.retain === true));
+    queue(cb);
+  };
+
+  // QoS 1 to a clean session, as aedes' deliverQoS does it: nothing goes through persistence for a clean
+  // session (aedes writes at once), so only the packet identifier and the subscription's QoS matter.
+  // Persistent sessions, QoS 2 and MQTT 5 keep aedes' own path.
+  client.deliverQoS = (packet, cb) => {
+    if (packet.qos === 0) return client.deliver0(packet, cb); // aedes: downgraded by the publisher
+    if (!client.clean || packet.qos !== 1 || client.version === 5) return originalQoS(packet, cb);
+    const forward =
+      !(packet.clientId === client.id && packet.nl) &&
+      fresh(client, packet) &&
+      client.broker.authorizeForward(client as never, packet);
+    if (forward) {
+      // aedes' QoSPacket: the next identifier of this client, 1…65535.
+      const messageId = client._nextId;
+      client._nextId = messageId >= 65535 ? 1 : messageId + 1;
+      // Downgraded to the subscription's QoS when aedes finds it by the topic itself (as aedes does).
+      const sub = client.subscriptions[forward.topic];
+      const qos = sub && (sub.qos ?? 0) < 1 ? 0 : 1;
+      // DUP is not propagated to subscribers [MQTT-3.3.1-3] (aedes copies it; this is a first delivery).
+      frames.push(
+        encodePublish(forward.topic, forward.payload, forward.retain === true, qos, false, messageId),
+      );
+    }
+    queue(cb);
+  };
+
+  function queue(cb: () => void): void {
     callbacks.push(cb);
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
     }
-  };
+  }
 }

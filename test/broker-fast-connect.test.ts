@@ -101,6 +101,25 @@ describe('sessions through the fast CONNECT path', () => {
     await svc.endAsync();
   });
 
+  it('a clean QoS 1 subscriber gets every message in order at QoS 1, a QoS 0 subscriber at QoS 0', async () => {
+    const q1 = await connect(creds.service!, { clientId: 'fc-svc' });
+    await q1.subscribeAsync('devices/+/telemetry/#', { qos: 1 });
+    const got: { n: number; qos: number }[] = [];
+    q1.on('message', (_t, payload, packet) => got.push({ n: Number(payload.toString()), qos: packet.qos }));
+    const dev = await connect(creds.device!);
+    for (let i = 0; i < 200; i++)
+      void dev.publishAsync('devices/fc-dev/telemetry/t', String(i), { qos: i % 2 ? 1 : 0 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const q1s = got.filter((g) => g.n % 2 === 1);
+    const q0s = got.filter((g) => g.n % 2 === 0);
+    expect(q1s.map((g) => g.n)).toEqual(Array.from({ length: 100 }, (_, i) => 2 * i + 1));
+    expect(q0s.map((g) => g.n)).toEqual(Array.from({ length: 100 }, (_, i) => 2 * i));
+    expect(new Set(q1s.map((g) => g.qos))).toEqual(new Set([1]));
+    expect(new Set(q0s.map((g) => g.qos))).toEqual(new Set([0]));
+    await dev.endAsync();
+    await q1.endAsync();
+  });
+
   it('a refused CONNECT still gets its return code', async () => {
     expect(await tryConnect(port, ca, creds.device!, { clientId: 'fc-someone-else' })).toEqual({
       outcome: 'connack',

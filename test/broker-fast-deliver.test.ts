@@ -4,7 +4,7 @@
  */
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { encodeQos0 } from '../broker/fast-deliver.ts';
+import { encodePublish, encodeQos0 } from '../broker/fast-deliver.ts';
 
 describe('encodeQos0', () => {
   const sizes = [0, 1, 100, 123, 124, 125, 16_370, 16_379, 16_380, 16_381, 2_097_140, 2_097_145];
@@ -35,5 +35,28 @@ describe('encodeQos0', () => {
       dup: false,
     });
     expect(encodeQos0('t', undefined, false).equals(expected)).toBe(true);
+  });
+});
+
+describe('encodePublish', () => {
+  it.each([
+    ['QoS 1', 1, 1, false, false],
+    ['QoS 1, the largest identifier, retained', 1, 65535, true, false],
+    ['QoS 1 with DUP', 1, 300, false, true],
+    ['QoS 2', 2, 42, false, false],
+    ['QoS 0 ignores DUP and the identifier', 0, 7, false, true],
+  ] as const)('matches mqtt-packet: %s', (_name, qos, messageId, retain, dup) => {
+    const topic = 'devices/d-1/commands/reboot';
+    const payload = Buffer.alloc(200, 1);
+    const expected = mqttPacket.generate({
+      cmd: 'publish',
+      topic,
+      payload,
+      qos,
+      retain,
+      dup: qos > 0 && dup,
+      ...(qos > 0 ? { messageId } : {}),
+    });
+    expect(encodePublish(topic, payload, retain, qos, dup, messageId).equals(expected)).toBe(true);
   });
 });
