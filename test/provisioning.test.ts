@@ -642,13 +642,86 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
         details: { code: 'PRODUCT_NOT_IN_SCOPE' },
       });
       // Operators (365 days) expire within 400 days; devices (20 years) do not.
-      const exp = await h.call(h.operator, 'GET', '/v1/certificates/expiring?days=400&limit=1000');
+      const exp = await h.call(h.operator, 'GET', '/v1/certificates/expiring?days=800&limit=1000');
       expect(exp.status).toBe(200);
       const kinds = new Set(exp.json.items.map((c: { subjectKind: string }) => c.subjectKind));
       expect(kinds.has('operator')).toBe(true);
       expect(kinds.has('device')).toBe(false);
       const none = await h.call(h.operator, 'GET', '/v1/certificates/expiring?days=1');
       expect(none.json.items).toEqual([]);
+    });
+  });
+
+  describe('revocation data follows the registry', () => {
+    const crlHas = async (which: 'device' | 'infrastructure', serial: string) => {
+      const res = await request(`${h.publicUrl}/crl/${which}.crl`);
+      const file = await writeTemp(h, `${uid('crl')}.crl`, Buffer.from(await res.body.arrayBuffer()));
+      const t = await openssl(['crl', '-inform', 'DER', '-in', file, '-noout', '-text']);
+      return t.stdout.includes(serial.toUpperCase()) ? t.stdout : undefined;
+    };
+    const eventually = async <T>(fn: () => Promise<T | undefined>): Promise<T | undefined> => {
+      for (let i = 0; i < 40; i++) {
+        const v = await fn();
+        if (v !== undefined) return v;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return undefined;
+    };
+
+    it('a revocation written to the registry by someone else reaches the CRL through the change feed', async () => {
+      const id = uid('feed');
+      const e = await h.call(station, 'POST', '/v1/enrollments', {
+        deviceId: id,
+        product: 'thermo',
+        csr: h.keyAndCsr(id).csrPem,
+      });
+      const before = await request(`${h.publicUrl}/crl/device.crl`);
+      const numberBefore = before.headers['etag'];
+      await before.body.dump();
+      // Not through the API: straight into the registry, as another process (or the CLI) would.
+      await h.registry.setStatus({
+        kind: 'device',
+        id,
+        status: 'revoked',
+        reason: 'cessationOfOperation',
+        actor: 'operator:other',
+      });
+      const text = await eventually(() => crlHas('device', e.json.serial));
+      expect(text).toContain('Cessation Of Operation');
+      const after = await request(`${h.publicUrl}/crl/device.crl`);
+      await after.body.dump();
+      expect(BigInt(`0x${String(after.headers['etag']).replace(/"/g, '')}`)).toBeGreaterThan(
+        BigInt(`0x${String(numberBefore).replace(/"/g, '')}`),
+      );
+    });
+
+    it('a suspended station is on hold on the infrastructure CRL until reinstated', async () => {
+      const s = await createStation(h, { products: ['thermo'] });
+      expect((await h.call(h.operator, 'POST', `/v1/stations/${s.id}/suspend`, {})).status).toBe(200);
+      expect(await crlHas('infrastructure', s.serial)).toContain('Certificate Hold');
+      expect((await h.call(h.operator, 'POST', `/v1/stations/${s.id}/reinstate`, {})).status).toBe(200);
+      expect(await crlHas('infrastructure', s.serial)).toBeUndefined();
+      const id = uid('back');
+      const ok = await h.call(s, 'POST', '/v1/enrollments', {
+        deviceId: id,
+        product: 'thermo',
+        csr: h.keyAndCsr(id).csrPem,
+      });
+      expect(ok.status).toBe(201);
+    });
+
+    it('the expiring list pages with a cursor', async () => {
+      const p1 = await h.call(h.operator, 'GET', '/v1/certificates/expiring?days=800&limit=1');
+      expect(p1.json.items).toHaveLength(1);
+      expect(p1.json.nextCursor).toBeDefined();
+      const p2 = await h.call(
+        h.operator,
+        'GET',
+        `/v1/certificates/expiring?days=800&limit=1&cursor=${p1.json.nextCursor}`,
+      );
+      expect(p2.json.items).toHaveLength(1);
+      expect(p2.json.items[0].serial).not.toBe(p1.json.items[0].serial);
+      expect(p2.json.items[0].notAfter >= p1.json.items[0].notAfter).toBe(true);
     });
   });
 
