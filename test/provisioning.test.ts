@@ -641,7 +641,7 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
         subject: `device:${id}`,
         details: { code: 'PRODUCT_NOT_IN_SCOPE' },
       });
-      // Operators (365 days) expire within 400 days; devices (20 years) do not.
+      // Operators (1 year) and stations (2 years) expire within 800 days; devices (20 years) do not.
       const exp = await h.call(h.operator, 'GET', '/v1/certificates/expiring?days=800&limit=1000');
       expect(exp.status).toBe(200);
       const kinds = new Set(exp.json.items.map((c: { subjectKind: string }) => c.subjectKind));
