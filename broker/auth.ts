@@ -94,6 +94,22 @@ export class SubjectCache {
     return p;
   }
 
+  /**
+   * Fills the cache from a registry listing (at start). Attributes only: whether a subject may connect is
+   * decided by the revoked set before the cache is consulted, so an entry read just before a revocation
+   * admits nobody.
+   */
+  prime(infos: readonly SubjectInfo[]): void {
+    for (const info of infos) {
+      if (info.status !== 'active' || this.map.size >= this.max) continue;
+      this.map.set(`${info.kind}:${info.id}`, info);
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
   /** The registry said this subject is not active: forget it so its next connect asks again. */
   forget(kind: string, id: string): void {
     this.map.delete(`${kind}:${id}`);

@@ -232,6 +232,11 @@ export interface Broker {
   resync(): Promise<void>;
   /** Live authenticated sessions by `kind:id`. */
   readonly sessions: ReadonlyMap<string, Client>;
+  /**
+   * Resolves with the number of subjects once the subject cache is warmed from the registry (started by
+   * start(), in the background: connects meanwhile ask the registry as usual).
+   */
+  readonly subjectsWarmed: Promise<number>;
   readonly credentials: ServerCredentials;
 }
 
@@ -681,6 +686,29 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
   // ----------------------------------------------------------------------------------- lifecycle
 
+  let stopped = false;
+  let warmed: (n: number) => void = () => {};
+  const subjectsWarmed = new Promise<number>((resolve) => {
+    warmed = resolve;
+  });
+  async function warmSubjects(): Promise<void> {
+    const t0 = performance.now();
+    let n = 0;
+    try {
+      if (registry.activeSubjects) {
+        for await (const page of registry.activeSubjects()) {
+          if (stopped) break;
+          subjects.prime(page);
+          n += page.length;
+        }
+      }
+      log.info({ event: 'subject_cache_warmed', subjects: n, ms: Math.round(performance.now() - t0) });
+    } catch (err) {
+      log.warn({ event: 'subject_cache_warm_failed', err }, 'subject cache not warmed; lookups per connect');
+    }
+    warmed(n);
+  }
+
   let unsubscribe: (() => unknown) | undefined;
   let resyncTimer: NodeJS.Timeout | undefined;
   let stopWatching: (() => void) | undefined;
@@ -713,6 +741,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     revocation,
     log,
     sessions,
+    subjectsWarmed,
     get credentials() {
       return credentials;
     },
@@ -745,6 +774,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       if (config.metrics.port !== null) {
         metricsServer = await serveMetrics(metrics, config.metrics.port, config.metrics.host);
       }
+      void warmSubjects();
       log.info({
         event: 'broker_started',
         port,
@@ -756,6 +786,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       return { port, metricsPort: metricsServer?.port };
     },
     async stop() {
+      stopped = true;
       await unsubscribe?.();
       backpressure?.detach();
       clearInterval(resyncTimer);
@@ -769,6 +800,8 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
         await new Promise<void>((resolve) => m.close(() => resolve()));
       }
       await presence.stop();
+      // At most one registry page is in flight; do not leave it running into a closed registry.
+      await Promise.race([subjectsWarmed, new Promise((r) => setTimeout(r, 1000).unref())]);
       log.info({ event: 'broker_stopped' });
     },
   };

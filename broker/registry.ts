@@ -49,6 +49,11 @@ export interface PresenceRecord {
 
 export interface BrokerRegistry {
   lookup(kind: IdentityKind, id: string): Promise<SubjectInfo | undefined>;
+  /**
+   * Every active device and service, page by page: warms the subject cache at start, so a reconnect
+   * storm after a restart does not ask the registry once per device. Optional.
+   */
+  activeSubjects?(): AsyncIterable<readonly SubjectInfo[]>;
   revokedSet(): Promise<RevokedSnapshot>;
   /** Subscribes to the change feed (once listening); resolves with the unsubscribe function. */
   onChange(listener: (change: StatusChange) => void): Promise<() => unknown>;
@@ -65,6 +70,34 @@ export function fromRegistry(r: Registry): BrokerRegistry {
       }
       const p = await r.getPrincipal(kind, id);
       return p && { kind, id, status: p.status, role: p.role ?? undefined };
+    },
+    async *activeSubjects() {
+      let cursor: string | undefined;
+      do {
+        const page = await r.listDevices({ status: 'active', limit: 1000, ...(cursor ? { cursor } : {}) });
+        yield page.items.map(
+          (d): SubjectInfo => ({
+            kind: 'device',
+            id: d.id,
+            status: d.status,
+            fleet: d.fleet,
+            product: d.product,
+          }),
+        );
+        cursor = page.nextCursor;
+      } while (cursor);
+      do {
+        const page = await r.listPrincipals({
+          kind: 'service',
+          status: 'active',
+          limit: 1000,
+          ...(cursor ? { cursor } : {}),
+        });
+        yield page.items.map(
+          (p): SubjectInfo => ({ kind: 'service', id: p.id, status: p.status, role: p.role ?? undefined }),
+        );
+        cursor = page.nextCursor;
+      } while (cursor);
     },
     revokedSet: () => r.revokedSet(),
     onChange: (listener) => r.onChange((e) => listener(e)),

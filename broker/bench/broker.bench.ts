@@ -350,7 +350,9 @@ async function runOnce(dir: string, mode: Mode): Promise<RunResult> {
         qos0 = await burst(dir, pid, port, 0);
         await profile('stop', 'qos0');
         await sleep(1000);
+        await profile('start');
         qos1 = await burst(dir, pid, port, 1);
+        await profile('stop', 'qos1');
       }
       await sleep(1000);
       const rss0 = rssKiB(pid);
