@@ -725,6 +725,39 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
     });
   });
 
+  describe('the mTLS listener', () => {
+    it.each([
+      ['localhost', ['-verify_hostname', 'localhost']],
+      ['127.0.0.1', ['-verify_ip', '127.0.0.1']],
+    ])('sends the full chain, valid for %s, to a client that trusts only the root', async (_name, check) => {
+      const port = new URL(h.apiUrl).port;
+      const r = await new Promise<{ stdout: string }>((resolve) => {
+        const child = execFile(
+          'openssl',
+          [
+            's_client',
+            '-connect',
+            `127.0.0.1:${port}`,
+            '-servername',
+            'localhost',
+            '-CAfile',
+            h.ca.files.root,
+            '-verify_return_error',
+            '-showcerts',
+            ...check,
+          ],
+          { encoding: 'utf8', timeout: 20_000 },
+          (_e, stdout) => resolve({ stdout }),
+        );
+        child.stdin?.end();
+      });
+      expect(r.stdout).toContain('Verify return code: 0 (ok)');
+      expect(r.stdout.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+      // It asks for a client certificate (EST cacerts and /healthz answer without one).
+      expect(r.stdout).toMatch(/Acceptable client certificate CA names/);
+    });
+  });
+
   describe('public listener', () => {
     it('serves CA certificates, health, and the OpenAPI document', async () => {
       const root = await request(`${h.publicUrl}/ca/root.crt`);
