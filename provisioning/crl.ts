@@ -113,7 +113,17 @@ export class CrlPublisher {
       Date.now() < have.nextUpdate.getTime() - (CRL_VALIDITY_HOURS * 3600_000) / 3
     )
       return have;
-    return this.build(which);
+    try {
+      return await this.build(which);
+    } catch (err) {
+      // The registry is unreachable: the last CRL is still signed and valid until its nextUpdate, and
+      // answering it beats answering nothing (clients would fail closed on a missing CRL).
+      if (have && Date.now() < have.nextUpdate.getTime()) {
+        this.log.error({ event: 'crl_rebuild_failed_serving_last', ca: which, err }, 'serving the last CRL');
+        return have;
+      }
+      throw err;
+    }
   }
 
   private rebuildDirty(): void {

@@ -834,3 +834,25 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
     });
   });
 });
+
+describe('when the registry is down', () => {
+  it('the CRL endpoint keeps serving the last CRL while it is valid, and /healthz says 503', async () => {
+    const h = await startHarness(backends('provdown')[0]!);
+    try {
+      const first = await request(`${h.publicUrl}/crl/device.crl`);
+      const der1 = Buffer.from(await first.body.arrayBuffer());
+      await h.registry.close();
+      h.prov.crl.invalidate();
+      const again = await request(`${h.publicUrl}/crl/device.crl`);
+      expect(again.statusCode).toBe(200);
+      expect(Buffer.from(await again.body.arrayBuffer()).equals(der1)).toBe(true);
+      const health = await request(`${h.publicUrl}/healthz`);
+      expect(health.statusCode).toBe(503);
+      expect(((await health.body.json()) as { error: { code: string } }).error.code).toBe(
+        'SERVICE_UNAVAILABLE',
+      );
+    } finally {
+      await h.close();
+    }
+  });
+});
