@@ -256,6 +256,47 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       expect(out.every((o) => o.ok)).toBe(true);
     }, 60_000);
 
+    it('revoking the station stops a running batch: later chunks are refused line by line', async () => {
+      const s = await createStation(h, { products: ['thermo'] });
+      const line = (id: string) =>
+        `${JSON.stringify({ deviceId: id, product: 'thermo', csr: h.keyAndCsr(id).csrPem })}\n`;
+      let gotFirst!: () => void;
+      const first = new Promise<void>((r) => {
+        gotFirst = r;
+      });
+      async function* body() {
+        for (let i = 0; i < 200; i++) yield line(uid('stop'));
+        await first;
+        for (let i = 0; i < 10; i++) yield line(uid('stop'));
+      }
+      const res = await request(`${h.apiUrl}/v1/enrollments/batch`, {
+        method: 'POST',
+        dispatcher: h.agent(s),
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: Readable.from(body()),
+      });
+      let buf = '';
+      let revoked = false;
+      for await (const chunk of res.body) {
+        buf += chunk.toString();
+        if (!revoked && buf.includes('\n')) {
+          revoked = true;
+          const r = await h.call(h.operator, 'POST', `/v1/stations/${s.id}/revoke`, {
+            reason: 'keyCompromise',
+          });
+          expect(r.status).toBe(200);
+          gotFirst();
+        }
+      }
+      const out = buf
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(out).toHaveLength(210);
+      expect(out.slice(0, 200).every((o) => o.ok)).toBe(true);
+      expect(out.slice(200).map((o) => o.error?.code)).toEqual(Array(10).fill('CLIENT_CERT_REVOKED'));
+    }, 60_000);
+
     it('a duplicated device id within one chunk gets one certificate', async () => {
       const id = uid('dup');
       const { csrPem } = h.keyAndCsr(id);
