@@ -19,6 +19,11 @@ import type { Duplex } from 'node:stream';
 
 interface ConnectPacket {
   cmd: string;
+  topic?: string;
+  payload?: Buffer;
+  qos?: number;
+  retain?: boolean;
+  dup?: boolean;
   protocolVersion?: number;
   clientId?: string;
   clean?: boolean;
@@ -31,6 +36,12 @@ interface ConnectPacket {
 type Done = (err?: (Error & { returnCode?: number; errorCode?: number }) | null, ok?: boolean | null) => void;
 
 interface BrokerLike {
+  id: string;
+  counter: number;
+  maxTopicLevels: number;
+  mq: { emit(packet: object, cb: (err?: Error | null) => void): unknown };
+  authorizePublish(client: never, packet: ConnectPacket, cb: (err?: Error | null) => void): void;
+  published(packet: ConnectPacket, client: never, cb: (err?: Error | null) => void): void;
   closed: boolean;
   keepaliveLimit?: number;
   persistence: {
@@ -80,8 +91,9 @@ const CONNACK_OK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 const noop = () => {};
 
 /**
- * Routes the client's CONNECT through `fastConnect` when `eligible` says so, and every other packet (and
- * every other CONNECT) to aedes as before. Call right after `aedes.handle()`.
+ * Routes the client's CONNECT through `fastConnect` when `eligible` says so, a connected client's plain
+ * QoS 0 PUBLISH through `fastPublish`, and every other packet to aedes as before. Call right after
+ * `aedes.handle()`.
  */
 export function installFastConnect(client: FastConnectClient, eligible: (p: ConnectPacket) => boolean): void {
   const parser = client._parser;
@@ -102,9 +114,68 @@ export function installFastConnect(client: FastConnectClient, eligible: (p: Conn
       fastConnect(client, packet);
       return;
     }
+    if (
+      packet.cmd === 'publish' &&
+      packet.qos === 0 &&
+      !packet.retain &&
+      client.connackSent &&
+      client.connected
+    ) {
+      const topic = packet.topic;
+      if (typeof topic === 'string' && plainTopic(topic, client.broker.maxTopicLevels)) {
+        client._parsingBatch++; // as aedes' enqueue
+        fastPublish(client, packet);
+        if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh(); // as aedes' handle()
+        return;
+      }
+    }
     enqueue.call(this, packet);
   });
 }
+
+/** Non-empty, no wildcard, not too deep: what aedes' handlePublish checks before anything else. */
+function plainTopic(topic: string, maxLevels: number): boolean {
+  if (topic.length === 0) return false;
+  let levels = 1;
+  for (let i = 0; i < topic.length; i++) {
+    const c = topic.charCodeAt(i);
+    if (c === 47)
+      levels++; // '/'
+    else if (c === 35 || c === 43) return false; // '#', '+'
+  }
+  return levels <= maxLevels;
+}
+
+/**
+ * A plain QoS 0 PUBLISH (not retained) as aedes' handlePublish and broker.publish do it, without their two
+ * series runners (a bound function each) and the packet wrapper: authorizePublish, then the message (the
+ * fields of an aedes-packet, with this broker's id and next counter, and the publisher's client id) to the
+ * emitter, then `published` and the 'publish' event. Retained, QoS 1 and 2 messages take aedes' path.
+ */
+function fastPublish(client: FastConnectClient, packet: ConnectPacket): void {
+  const broker = client.broker;
+  const done = client._nextBatch;
+  broker.authorizePublish(client as never, packet, (err) => {
+    if (err) return done(err);
+    const message = {
+      cmd: 'publish',
+      brokerId: broker.id,
+      brokerCounter: ++broker.counter,
+      topic: packet.topic!,
+      payload: packet.payload ?? EMPTY,
+      qos: 0,
+      retain: false,
+      dup: packet.dup ?? false,
+      clientId: client.id,
+    };
+    broker.mq.emit(message, (e) => {
+      if (e) return done(e);
+      broker.published(packet, client as never, done);
+      broker.emit('publish', packet, client);
+    });
+  });
+}
+const EMPTY = Buffer.alloc(0);
 
 /** Whether a CONNECT can take the fast path (given the broker's own conditions, checked by the caller). */
 export function plainCleanConnect(p: ConnectPacket): boolean {
