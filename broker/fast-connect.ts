@@ -95,7 +95,12 @@ const noop = () => {};
  * QoS 0 PUBLISH through `fastPublish`, and every other packet to aedes as before. Call right after
  * `aedes.handle()`.
  */
-export function installFastConnect(client: FastConnectClient, eligible: (p: ConnectPacket) => boolean): void {
+export function installFastConnect(
+  client: FastConnectClient,
+  eligible: (p: ConnectPacket) => boolean,
+  /** True while no persisted subscription can exist (in-memory persistence, no persistent session yet). */
+  noPersistedSubscriptions: () => boolean = () => false,
+): void {
   const parser = client._parser;
   const listeners = parser.listeners('packet');
   if (listeners.length !== 1) return; // not the aedes this was written against: leave it alone
@@ -116,7 +121,7 @@ export function installFastConnect(client: FastConnectClient, eligible: (p: Conn
     }
     if (
       packet.cmd === 'publish' &&
-      packet.qos === 0 &&
+      (packet.qos === 0 || (packet.qos === 1 && noPersistedSubscriptions())) &&
       !packet.retain &&
       client.connackSent &&
       client.connected
@@ -124,7 +129,8 @@ export function installFastConnect(client: FastConnectClient, eligible: (p: Conn
       const topic = packet.topic;
       if (typeof topic === 'string' && plainTopic(topic, client.broker.maxTopicLevels)) {
         client._parsingBatch++; // as aedes' enqueue
-        fastPublish(client, packet);
+        if (packet.qos === 0) fastPublish(client, packet);
+        else fastPublishQos1(client, packet);
         if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh(); // as aedes' handle()
         return;
       }
@@ -176,6 +182,50 @@ function fastPublish(client: FastConnectClient, packet: ConnectPacket): void {
   });
 }
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * A plain QoS 1 PUBLISH as aedes does it (handlers/publish.js, aedes.js publish with publishFuncsQoS):
+ * authorizePublish, PUBACK written [MQTT-4.3.2-2], then, once written, the message to the emitter. aedes
+ * also asks persistence for offline subscribers to queue it for; the caller takes this path only while no
+ * subscription can be persisted (in-memory persistence and no persistent session ever), when that query
+ * finds nobody.
+ */
+function fastPublishQos1(client: FastConnectClient, packet: ConnectPacket & { messageId?: number }): void {
+  const broker = client.broker;
+  const done = client._nextBatch;
+  broker.authorizePublish(client as never, packet, (err) => {
+    if (err) return done(err);
+    const afterAck = (e: Error | null) => {
+      if (e) return done(e);
+      const message = {
+        cmd: 'publish',
+        brokerId: broker.id,
+        brokerCounter: ++broker.counter,
+        topic: packet.topic!,
+        payload: packet.payload ?? EMPTY,
+        qos: 1,
+        retain: false,
+        dup: packet.dup ?? false,
+        messageId: undefined,
+        clientId: client.id,
+      };
+      broker.mq.emit(message, (e2) => {
+        if (e2) return done(e2);
+        broker.published(packet, client as never, done);
+        broker.emit('publish', packet, client);
+      });
+    };
+    // aedes' write(): only while connected, then the callback on the next turn (or after 'drain').
+    if (!(client.connecting || client.connected)) {
+      setImmediate(afterAck, new Error('connection closed'));
+      return;
+    }
+    const id = packet.messageId ?? 0;
+    const ok = client.conn.write(Buffer.from([0x40, 0x02, id >> 8, id & 0xff]));
+    if (!ok && !client.errored) client.waitForDrain((e) => afterAck(e));
+    else setImmediate(afterAck, null);
+  });
+}
 
 /** Whether a CONNECT can take the fast path (given the broker's own conditions, checked by the caller). */
 export function plainCleanConnect(p: ConnectPacket): boolean {

@@ -338,6 +338,8 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     plainCleanConnect(p) &&
     !persistentIds.has(p.clientId!);
 
+  const noPersistedSubscriptions = () => !deps.persistence && persistentIds.size === 0;
+
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
     try {
       if (!packet.clean && packet.clientId) persistentIds.add(packet.clientId);
@@ -598,7 +600,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     sock[PEER] = peer;
     const client = aedes.handle(sock) as FleetClient;
     installFastDeliver(client as unknown as FastDeliverClient);
-    installFastConnect(client as unknown as FastConnectClient, fastConnectEligible);
+    installFastConnect(client as unknown as FastConnectClient, fastConnectEligible, noPersistedSubscriptions);
     watchCloseCheaply(client, sock);
     limitPacketSize(client, lim.maxPacketBytes);
   });
