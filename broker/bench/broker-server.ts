@@ -111,6 +111,7 @@ if (mode === 'bare') {
       nodeId: 'bench',
       tls: { certFile: fx.serverCert, keyFile: fx.serverKey },
       limits: { connectRatePerS: 0, maxConnections: 19_000 },
+      ...(process.env.BENCH_MQ_HWM ? { mq: { highWaterMark: Number(process.env.BENCH_MQ_HWM) } } : {}),
       metrics: { port: null },
     }),
     { ca, registry: fromRegistry(registry), logger: pino({ level: 'error' }, pino.destination(2)) },
