@@ -1,13 +1,12 @@
 /** The `fleet` subcommands. Each parses its own flags and prints text, or JSON with --json. */
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
-import { FleetError } from '../pki/errors.ts';
 import { certToPem } from '../pki/x509.ts';
 import { currentCrl } from '../provisioning/crl.ts';
-import { checkDeviceRequest, Issuance } from '../provisioning/issuance.ts';
+import { Issuance } from '../provisioning/issuance.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 import type { FleetConfig } from './config.ts';
 import { caConfigFrom, keyStoreFor, paths } from './context.ts';
@@ -29,7 +28,7 @@ export interface Command {
 
 /** The local operator identity `fleet init` creates; the audit log names it as the actor. */
 export const LOCAL_OPERATOR = 'admin';
-const LOCAL_ACTOR = `operator:${LOCAL_OPERATOR}`;
+const _LOCAL_ACTOR = `operator:${LOCAL_OPERATOR}`;
 
 /** Parses a subcommand's string flags strictly (an unknown flag is a usage error). */
 function flags(
@@ -155,52 +154,8 @@ const init: Command = {
 
 // ------------------------------------------------------------------------------------------------ device
 
-const deviceIssue = async (ctx: CommandContext, argv: string[]) => {
-  const { values } = flags(argv, ['id', 'product', 'fleet', 'csr', 'out']);
-  if (!values.id || !values.product || !values.csr)
-    throw new UsageError('device issue needs --id, --product and --csr');
-  let csr: Buffer;
-  try {
-    csr = await readFile(values.csr);
-  } catch (cause) {
-    throw new FleetError('CSR_UNREADABLE', `cannot read the CSR file ${values.csr}`, { cause });
-  }
-  const req = { id: values.id, product: values.product, fleet: values.fleet, csr, actor: LOCAL_ACTOR };
-  // Check the request before touching the CA or the registry: a bad CSR or id changes nothing.
-  const checked = checkDeviceRequest(req);
-  const ca = await openCaFor(ctx.config);
-  const result = await withRegistry(ctx.config, (registry) =>
-    new Issuance(ca, registry).issueDevice(req, checked),
-  );
-  const pem = certToPem(result.der) + result.chain.map(certToPem).join('');
-  let written: string | undefined;
-  if (values.out) {
-    await mkdir(values.out, { recursive: true });
-    written = resolve(values.out, `${values.id}.crt.pem`);
-    await writeFile(written, pem);
-    await writeFile(resolve(values.out, 'root.crt.pem'), ca.rootPem);
-  }
-  const summary = {
-    id: values.id,
-    serial: result.serial,
-    fingerprint: result.fingerprint,
-    notAfter: result.notAfter,
-    reused: result.reused,
-    file: written,
-  };
-  if (written)
-    print(
-      ctx,
-      summary,
-      `issued ${values.id} serial ${result.serial}${result.reused ? ' (existing certificate, same key)' : ''}\n  ${written}`,
-    );
-  else print(ctx, { ...summary, pem }, pem);
-  return 0;
-};
-
-// list|show|revoke|suspend|reinstate|reset go through the provisioning API (cli/operator.ts).
+// Every device command goes through the provisioning API (cli/operator.ts).
 const DEVICE_SUB: Record<string, (ctx: CommandContext, argv: string[]) => Promise<number>> = {
-  issue: deviceIssue,
   ...DEVICE_OPERATOR_SUB,
 };
 

@@ -23,6 +23,8 @@ export interface FleetConfig {
   readonly mqttPort: number;
   readonly metricsPort: number;
   readonly brokerUrl: string;
+  /** The provisioning API the CLI's operator commands use; undefined = the local one (FLEET_HOST:FLEET_API_PORT). */
+  readonly apiUrl: string | undefined;
   readonly logLevel: string;
   readonly json: boolean;
   /** This broker node's id in presence, logs and the Redis bus (FLEET_BROKER_NODE_ID; default: the host name). */
@@ -126,6 +128,10 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
         },
       );
   }
+  const apiUrl = env.FLEET_API_URL || undefined;
+  if (apiUrl && !/^https:\/\/[^\s/]+(:\d+)?\/?$/.test(apiUrl)) {
+    throw new ConfigError('FLEET_API_URL must be an https:// URL (scheme, host and optional port)');
+  }
   return Object.freeze({
     dataDir: resolve(flags.data ?? env.FLEET_DATA_DIR ?? './data'),
     databaseUrl,
@@ -142,6 +148,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     mqttPort,
     metricsPort: port(env, 'FLEET_METRICS_PORT', 9464),
     brokerUrl: env.FLEET_BROKER_URL || `mqtts://${host}:${mqttPort}`,
+    apiUrl,
     logLevel: env.FLEET_LOG_LEVEL || 'info',
     json: flags.json ?? false,
     brokerNodeId,

@@ -17,13 +17,17 @@
  * Import this module through cli/commands.ts (it uses commands.ts's UsageError at run time only).
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { isRevocationReason, OPERATOR_REASONS } from '../pki/crl.ts';
+import { csrToDer } from '../pki/csr.ts';
+import { buildCsr } from '../pki/csr-build.ts';
+import { FleetError } from '../pki/errors.ts';
 import { assertValidId } from '../pki/ids.ts';
-import { isUnreachable, makeCsr, ProvisioningClient } from '../provisioning/client.ts';
+import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
+import { checkDeviceRequest } from '../provisioning/issuance.ts';
 import { runProvisioning, startProvisioning } from '../provisioning/main.ts';
 import { type Command, type CommandContext, UsageError } from './commands.ts';
 import type { FleetConfig } from './config.ts';
@@ -55,7 +59,7 @@ function print(ctx: CommandContext, json: unknown, text: string): void {
 }
 
 function apiUrlOf(config: FleetConfig): { url: string; explicit: boolean } {
-  const explicit = (config as FleetConfig & { apiUrl?: string }).apiUrl;
+  const explicit = config.apiUrl;
   if (explicit) return { url: explicit.replace(/\/$/, ''), explicit: true };
   return { url: `https://${config.host}:${config.apiPort}`, explicit: false };
 }
@@ -157,6 +161,47 @@ function dispatch(name: string, subs: Record<string, Sub>, summary: string): Com
 
 /** `fleet device list|show|revoke|suspend|reinstate|reset`, through the API. */
 export const DEVICE_OPERATOR_SUB: Record<string, Sub> = {
+  /** An operator issuing a device certificate from the device's CSR (outside any station's scope). */
+  async issue(ctx, argv) {
+    const { values } = parse(argv, ['id', 'product', 'fleet', 'csr', 'out']);
+    const [id, product, csrFile] = [values['id'], values['product'], values['csr']] as (string | undefined)[];
+    if (!id || !product || !csrFile) throw new UsageError('device issue needs --id, --product and --csr');
+    const fleet = values['fleet'] as string | undefined;
+    let csr: Buffer;
+    try {
+      csr = await readFile(csrFile);
+    } catch (cause) {
+      throw new FleetError('CSR_UNREADABLE', `cannot read the CSR file ${csrFile}`, { cause });
+    }
+    // Checked here first, so a bad CSR or id is refused before any connection (the service checks again).
+    checkDeviceRequest({ id, product, fleet, csr });
+    const r: Json = await withApi(ctx, values, (api) =>
+      api.call('POST', '/v1/devices', { id, product, fleet, csr: csrToDer(csr).toString('base64') }),
+    );
+    const pem = [r.certificate, ...r.chain].join('');
+    let file: string | undefined;
+    const out = values['out'] as string | undefined;
+    if (out) {
+      await mkdir(out, { recursive: true });
+      file = resolve(out, `${id}.crt.pem`);
+      await writeFile(file, pem);
+      await writeFile(resolve(out, 'root.crt.pem'), r.root);
+    }
+    const summary = {
+      id,
+      serial: r.serial,
+      fingerprint: r.fingerprint,
+      notAfter: r.notAfter,
+      reused: r.reused,
+      file,
+    };
+    if (file) {
+      const note = r.reused ? ' (existing certificate, same key)' : '';
+      print(ctx, summary, `issued ${id} serial ${r.serial}${note}\n  ${file}`);
+    } else print(ctx, { ...summary, pem }, pem);
+    return 0;
+  },
+
   async list(ctx, argv) {
     const { values } = parse(argv, [
       'status',
@@ -272,7 +317,7 @@ function principalSubs(kind: 'station' | 'service' | 'operator', plural: string)
       const out = resolve(typeof values['out'] === 'string' ? values['out'] : '.');
       // The key is made here and never sent anywhere: the service sees only the CSR.
       const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-      const csr = makeCsr(privateKey, id).toString('base64');
+      const csr = buildCsr(privateKey, id).toString('base64');
       const r: Json = await withApi(ctx, values, (api) =>
         api.call('POST', `/v1/${plural}/${id}/certificates`, { csr }),
       );

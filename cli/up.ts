@@ -10,6 +10,7 @@ import { runBroker } from '../broker/main.ts';
 import { fromRegistry } from '../broker/registry.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { openCa } from '../pki/ca.ts';
+import { buildProvisioning } from '../provisioning/index.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { initDataDir } from './commands.ts';
@@ -100,6 +101,31 @@ export async function startBroker(rt: Runtime): Promise<Service> {
   };
 }
 
+/** The provisioning service on this runtime: the mTLS API and the public CRL/OCSP/CA listener. */
+export async function startProvisioningService(rt: Runtime): Promise<Service> {
+  const c = rt.config;
+  const provisioning = await buildProvisioning(c, {
+    ca: rt.ca,
+    registry: rt.registry,
+    logger: rt.logger.child({ part: 'provisioning' }),
+  });
+  let ports: { apiPort: number; publicPort: number };
+  try {
+    ports = await provisioning.listen();
+  } catch (e) {
+    await provisioning.close();
+    throw e;
+  }
+  return {
+    name: 'provisioning',
+    describe: () => [
+      `  provisioning API (mTLS) https://${c.host}:${ports.apiPort}   (stations, operators, EST)`,
+      `  CRL, OCSP, CA certs     http://${c.host}:${ports.publicPort}/crl/device.crl, /ocsp, /ca/root.crt`,
+    ],
+    stop: () => provisioning.close(),
+  };
+}
+
 function nextSteps(config: FleetConfig): string[] {
   const d = config.dataDir;
   const fleet = 'npx fleet';
@@ -114,6 +140,8 @@ function nextSteps(config: FleetConfig): string[] {
     `    -h ${config.host} -p ${config.mqttPort} -i dev-1 -t devices/dev-1/telemetry -m '{"t":21.5}' -q 1`,
     '',
     `Revoke it (its live connection is dropped at once): ${fleet} device revoke dev-1 --reason keyCompromise${dataFlag}`,
+    `Then ask the OCSP responder: openssl ocsp -issuer ${join(d, 'ca', 'device-ca.crt.pem')} -cert certs/dev-1.crt.pem \\`,
+    `    -url http://${config.host}:${config.publicPort}/ocsp -CAfile ${join(d, 'ca', 'root.crt.pem')}`,
   ];
 }
 
@@ -127,6 +155,7 @@ async function runServices(ctx: CommandContext, which: ('broker' | 'provisioning
     await rt.registry.close();
   };
   try {
+    if (which.includes('provisioning')) services.push(await startProvisioningService(rt));
     if (which.includes('broker')) services.push(await startBroker(rt));
   } catch (e) {
     await stopAll();

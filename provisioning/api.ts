@@ -361,6 +361,47 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     },
   );
 
+  app.post(
+    '/v1/devices',
+    {
+      config: { action: 'device.issue' },
+      schema: {
+        tags: ['operator'],
+        summary:
+          'Issue a device certificate (operator), outside any station scope or quota. Idempotent for the same id and key.',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'product', 'csr'],
+          properties: {
+            id,
+            product: id,
+            fleet: id,
+            csr: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 48 * 1024,
+              description: 'PKCS#10, PEM or base64 DER',
+            },
+          },
+        },
+        response: err,
+      },
+    },
+    async (req, reply) => {
+      const who = await op(req);
+      const body = req.body as { id: string; product: string; fleet?: string; csr: string };
+      const r = await issuance.issueDevice({
+        id: body.id,
+        product: body.product,
+        fleet: body.fleet,
+        csr: body.csr,
+        actor: actorOf(who),
+      });
+      return reply.code(r.reused ? 200 : 201).send(enrollmentAnswer(body.id, r, ca.rootPem, deps.brokerUrl));
+    },
+  );
+
   const reasonBody = {
     type: 'object',
     additionalProperties: false,

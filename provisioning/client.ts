@@ -3,12 +3,9 @@
  * root as the only trust anchor (no system CAs). Errors from the service come back as FleetErrors with the
  * service's code, status and public message.
  */
-import { createPublicKey, type KeyObject, sign } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Agent, request } from 'undici';
-import * as der from '../pki/der.ts';
 import { FleetError } from '../pki/errors.ts';
-import { OID } from '../pki/oids.ts';
 import { ProvisioningError } from './errors.ts';
 
 export interface ClientOptions {
@@ -106,19 +103,4 @@ export class ProvisioningClient {
   close(): Promise<void> {
     return this.agent.close();
   }
-}
-
-/** A PKCS#10 request (RFC 2986) for a key held here: subject CN only, no attributes. */
-export function makeCsr(privateKey: KeyObject, commonName: string): Buffer {
-  const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
-  const info = der.seq(
-    der.uint(0),
-    der.seq(der.set(der.seq(der.oid(OID.commonName), der.utf8(commonName)))),
-    spki,
-    der.ctx(0, Buffer.alloc(0)),
-  );
-  const curve = privateKey.asymmetricKeyDetails?.namedCurve;
-  const [alg, hash] =
-    curve === 'secp384r1' ? [OID.ecdsaWithSHA384, 'sha384'] : [OID.ecdsaWithSHA256, 'sha256'];
-  return der.seq(info, der.seq(der.oid(alg)), der.bitString(sign(hash, info, privateKey)));
 }

@@ -513,6 +513,39 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       expect(missing.json.error.code).toBe('DEVICE_NOT_FOUND');
     });
 
+    it('an operator issues a device certificate from its CSR (idempotent); a station may not use that route', async () => {
+      const devId = uid('op-dev');
+      const { csrPem } = h.keyAndCsr(devId);
+      const first = await h.call(h.operator, 'POST', '/v1/devices', {
+        id: devId,
+        product: 'meter',
+        csr: csrPem,
+      });
+      expect(first.status).toBe(201);
+      expect(first.json).toMatchObject({ deviceId: devId, reused: false });
+      expect(first.json.certificate).toContain('BEGIN CERTIFICATE');
+      const again = await h.call(h.operator, 'POST', '/v1/devices', {
+        id: devId,
+        product: 'meter',
+        csr: csrPem,
+      });
+      expect(again.status).toBe(200);
+      expect(again.json.serial).toBe(first.json.serial);
+      const station = await createStation(h, { products: ['meter'] });
+      const other = uid('op-dev');
+      const refused = await h.call(station, 'POST', '/v1/devices', {
+        id: other,
+        product: 'meter',
+        csr: h.keyAndCsr(other).csrPem,
+      });
+      expect(refused.status).toBe(403);
+      expect(await h.registry.getDevice(other)).toBeUndefined();
+      const audit = await h.call(h.operator, 'GET', `/v1/audit?subject=device:${devId}`);
+      expect(audit.json.items.some((a: { actor: string }) => a.actor === `operator:${h.operator.id}`)).toBe(
+        true,
+      );
+    });
+
     it('suspend, reinstate and revoke show in OCSP (certificateHold, good, revoked) and in the CRL', async () => {
       const id = uid('life');
       const k = h.keyAndCsr(id);

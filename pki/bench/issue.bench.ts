@@ -14,15 +14,15 @@
  * database's own CPU is in another process and not counted. Options (env): BENCH_SECONDS (per measure and
  * round, default 1.5), BENCH_ROUNDS (default 3), BENCH_BATCH (registry batch size, default 500).
  */
-import { createHash, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type CaConfig, createCa, DEFAULT_CA_CONFIG } from '../ca.ts';
 import { checkCsr } from '../csr.ts';
+import { buildCsr } from '../csr-build.ts';
 import * as der from '../der.ts';
 import { FileKeyStore } from '../keystore.ts';
-import { OID } from '../oids.ts';
 import type { IssuedCertificate, Issuer } from '../x509.ts';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 1.5);
@@ -32,17 +32,6 @@ const DATABASE_URL = process.env['DATABASE_URL'];
 const CSR_POOL = 4000;
 
 // ------------------------------------------------------------------ fixtures (before any clock starts)
-
-function makeCsr(key: KeyObject, publicKey: KeyObject, cn: string): Buffer {
-  const spki = publicKey.export({ type: 'spki', format: 'der' });
-  const info = der.seq(
-    der.uint(0),
-    der.seq(der.set(der.seq(der.oid(OID.commonName), der.utf8(cn)))),
-    spki,
-    der.ctx(0, Buffer.alloc(0)),
-  );
-  return der.seq(info, der.seq(der.oid(OID.ecdsaWithSHA256)), der.bitString(sign('sha256', info, key)));
-}
 
 interface Fixture {
   csr: Buffer;
@@ -55,7 +44,7 @@ function makeFixtures(n: number): Fixture[] {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
     // The CN is rewritten per issue below; checkCsr is called without an expected id so any CN does.
     out.push({
-      csr: makeCsr(privateKey, publicKey, `bench-${i}`),
+      csr: buildCsr(privateKey, `bench-${i}`),
       spki: publicKey.export({ type: 'spki', format: 'der' }),
     });
   }
