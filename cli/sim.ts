@@ -9,14 +9,16 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { SimError } from '../device-sim/errors.ts';
 import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
-import { HttpEnroller, HttpOperator } from '../device-sim/http.ts';
+import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../device-sim/http.ts';
 import {
   type Enroller,
   ensureIdentities,
   type IdentitySet,
   readIdentityDir,
+  recordRevoked,
+  revokedIn,
 } from '../device-sim/identities.ts';
-import type { Operator } from '../device-sim/operator.ts';
+import { type Operator, RecordingOperator } from '../device-sim/operator.ts';
 import { textSummary, writeReports } from '../device-sim/report.ts';
 import { type RunTarget, runScenario } from '../device-sim/runner.ts';
 import { parseScenario, type Scenario } from '../device-sim/scenario.ts';
@@ -90,7 +92,32 @@ async function readCreds(cert: string, key: string) {
 interface Prepared {
   identities: IdentitySet;
   operator: Operator | undefined;
+  /** How identities were made and devices are revoked, and why (for the report). */
+  enrollment: { mode: 'api' | 'local' | 'none'; why: string; station?: string | undefined; apiUrl?: string };
   close(): Promise<void>;
+}
+
+/**
+ * How identities are made and devices revoked. The embedded registry (PGlite) belongs to one process: while
+ * `fleet up` runs, the simulator cannot open it, so the default (`auto`) is the provisioning API whenever
+ * the service answers at the API URL, and the in-process CA and registry only when nothing listens there
+ * (connection refused). Anything else that answers (a TLS failure, a timeout) is an error, never a reason to
+ * write a local registry. A station credential given on the command line means the API.
+ */
+export async function chooseEnrollMode(
+  flags: SimFlags,
+  apiUrl: string,
+  rootPem: string | undefined,
+  operatorCreds: ApiCredentials | undefined,
+): Promise<{ mode: 'api' | 'local' | 'none'; why: string }> {
+  const asked = flags.enroll ?? 'auto';
+  if (asked !== 'auto') return { mode: asked, why: `--enroll ${asked}` };
+  if (flags.stationCert) return { mode: 'api', why: 'a station credential was given' };
+  if (!rootPem) return { mode: 'local', why: 'no fleet root yet (nothing was initialised)' };
+  const answers = await probeApi(apiUrl, rootPem, operatorCreds);
+  return answers
+    ? { mode: 'api', why: `the provisioning service answers at ${apiUrl}` }
+    : { mode: 'local', why: `nothing listens at ${apiUrl}` };
 }
 
 async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario): Promise<Prepared> {
@@ -98,40 +125,57 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
   const dataDir = config.dataDir;
   const dir = resolve(flags.identitiesDir ?? join(dataDir, 'sim', `identities-${scenario.keyType}`));
   const caFile = flags.caFile ?? join(dataDir, 'ca', 'root.crt.pem');
-  const mode = flags.enroll ?? (flags.stationCert ? 'api' : 'local');
   const needsOperator = scenario.phases.some((p) => p.type === 'revoke');
   const opCert = flags.operatorCert ?? join(dataDir, 'operator', 'admin.crt.pem');
   const opKey = flags.operatorKey ?? join(dataDir, 'operator', 'admin.key.pem');
+  const apiUrl = flags.apiUrl ?? `https://localhost:${config.apiPort}`;
   const progress = (done: number, total: number) => {
     if (!flags.quiet) ctx.err.write(`fleet sim: enrolled ${done}/${total}\n`);
   };
+  let rootPem: string | undefined;
+  try {
+    rootPem = await readFile(caFile, 'utf8');
+  } catch {
+    rootPem = undefined;
+  }
+  let opCreds: ApiCredentials | undefined;
+  try {
+    opCreds = await readCreds(opCert, opKey);
+  } catch (e) {
+    if (flags.operatorCert) throw e;
+    opCreds = undefined;
+  }
+  const chosen = await chooseEnrollMode(flags, apiUrl, rootPem, opCreds);
+  if (!flags.quiet) ctx.err.write(`fleet sim: enrollment and revocation: ${chosen.mode} (${chosen.why})\n`);
 
-  if (mode === 'none' || mode === 'api') {
-    let rootPem: string | undefined;
-    try {
-      rootPem = await readFile(caFile, 'utf8');
-    } catch {
-      if (mode === 'api')
-        throw new SimError('SIM_IDENTITIES_INVALID', `cannot read the root certificate ${caFile} (--ca)`);
-    }
-    let operator: HttpOperator | undefined;
-    const apiUrl = flags.apiUrl ?? `https://localhost:${config.apiPort}`;
-    if (needsOperator && rootPem)
-      operator = new HttpOperator(apiUrl, rootPem, await readCreds(opCert, opKey));
-    if (mode === 'none') {
+  if (chosen.mode === 'none' || chosen.mode === 'api') {
+    if (!rootPem)
+      throw new SimError('SIM_IDENTITIES_INVALID', `cannot read the root certificate ${caFile} (--ca)`);
+    const needOp = () => {
+      if (!opCreds)
+        throw new SimError(
+          'SIM_REVOKE_FAILED',
+          `a revoke phase needs the operator credential: cannot read ${opCert} (--operator-cert/--operator-key)`,
+        );
+      return opCreds;
+    };
+    const operator = needsOperator ? new HttpOperator(apiUrl, rootPem, needOp()) : undefined;
+    const closeOp = async () => {
+      await operator?.close();
+    };
+    if (chosen.mode === 'none') {
       const identities = await readIdentityDir(dir, { devices: scenario.devices, rootPem });
-      return { identities, operator, close: async () => operator?.close() };
+      return { identities, operator, enrollment: { ...chosen, apiUrl }, close: closeOp };
     }
-    if (!flags.stationCert || !flags.stationKey)
-      throw new SimError('SIM_ENROLL_FAILED', '--enroll api needs --station-cert and --station-key');
-    const station = await readCreds(flags.stationCert, flags.stationKey);
-    let opCreds: { cert: string; key: string } | undefined;
-    try {
-      opCreds = await readCreds(opCert, opKey);
-    } catch {
-      opCreds = undefined;
-    }
-    const enroller = new HttpEnroller(apiUrl, rootPem!, station, opCreds);
+    const station = flags.stationCert ? await readCreds(flags.stationCert, flags.stationKey!) : undefined;
+    const enroller = new HttpEnroller({
+      baseUrl: apiUrl,
+      rootPem,
+      operator: opCreds,
+      station,
+      product: scenario.product,
+      stationDir: join(dir, 'station'),
+    });
     try {
       const identities = await ensureIdentities({
         dir,
@@ -142,10 +186,19 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
         enroller,
         reenroll: flags.reenroll,
         onProgress: progress,
+        skip: await revokedIn(dir),
       });
-      return { identities, operator, close: async () => operator?.close() };
+      return {
+        identities,
+        operator,
+        enrollment: { ...chosen, apiUrl, station: enroller.stationId },
+        close: closeOp,
+      };
+    } catch (e) {
+      await closeOp();
+      throw e;
     } finally {
-      enroller.close();
+      await enroller.close();
     }
   }
 
@@ -164,18 +217,29 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
   const { keys } = await keyStoreFor(config);
   const ca = (await openCa(paths(dataDir).ca, keys, caConfigFrom(config))).ca;
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  const enroller: Enroller = new LocalEnroller(ca, registry);
-  const identities = await ensureIdentities({
-    dir,
-    devices: scenario.devices,
-    idPrefix: scenario.idPrefix,
-    product: scenario.product,
-    keyType: scenario.keyType,
-    enroller,
-    reenroll: flags.reenroll,
-    onProgress: progress,
-  });
-  return { identities, operator: new LocalOperator(registry), close: () => registry.close() };
+  try {
+    const enroller: Enroller = new LocalEnroller(ca, registry);
+    const identities = await ensureIdentities({
+      dir,
+      devices: scenario.devices,
+      idPrefix: scenario.idPrefix,
+      product: scenario.product,
+      keyType: scenario.keyType,
+      enroller,
+      reenroll: flags.reenroll,
+      onProgress: progress,
+      skip: await revokedIn(dir),
+    });
+    return {
+      identities,
+      operator: new LocalOperator(registry),
+      enrollment: { ...chosen, station: 'sim' },
+      close: () => registry.close(),
+    };
+  } catch (e) {
+    await registry.close();
+    throw e;
+  }
 }
 
 export const sim: Command = {
@@ -199,6 +263,7 @@ export const sim: Command = {
       } else process.exit(130);
     };
     process.on('SIGINT', onSigint);
+    const operator = prepared.operator ? new RecordingOperator(prepared.operator) : undefined;
     const tty = (ctx.err as NodeJS.WriteStream).isTTY === true;
     let lastLine = 0;
     try {
@@ -206,7 +271,7 @@ export const sim: Command = {
         scenario,
         identities: prepared.identities,
         target,
-        operator: prepared.operator,
+        operator,
         signal: controller.signal,
         onProgress: flags.quiet
           ? undefined
@@ -219,7 +284,11 @@ export const sim: Command = {
             },
       });
       if (tty && !flags.quiet) ctx.err.write('\n');
-      report.notes = { identities: prepared.identities.dir, enrolledThisRun: prepared.identities.enrolled };
+      report.notes = {
+        identities: prepared.identities.dir,
+        enrolledThisRun: prepared.identities.enrolled,
+        enrollment: prepared.enrollment,
+      };
       const outDir = resolve(
         flags.outDir ?? join('bench-results', `sim-${report.startedAt.replace(/[:.]/g, '-')}`),
       );
@@ -232,6 +301,8 @@ export const sim: Command = {
       return report.interrupted ? 130 : 0;
     } finally {
       process.off('SIGINT', onSigint);
+      // A revoked device never connects again: later runs with this directory leave it out.
+      if (operator?.revoked.length) await recordRevoked(prepared.identities.dir, operator.revoked);
       await prepared.close();
     }
   },

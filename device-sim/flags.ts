@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { FlagError } from './errors.ts';
 import { DEFAULT_TELEMETRY, DEFAULTS, KEY_TYPES, LIMITS, type Phase, parseScenario } from './scenario.ts';
 
-export const ENROLL_MODES = ['local', 'api', 'none'] as const;
+export const ENROLL_MODES = ['auto', 'local', 'api', 'none'] as const;
 export type EnrollMode = (typeof ENROLL_MODES)[number];
 
 export interface Target {
@@ -54,12 +54,16 @@ target and identities
   --ca FILE                 root certificate to trust (default: DATA/ca/root.crt.pem)
   --devices N               simulated devices (default ${DEFAULTS.devices})
   --identities DIR          identity cache: <id>.key.pem + <id>.crt.pem (default: DATA/sim/identities)
-  --enroll local|api|none   how missing identities are made: in-process CA (local), the station batch API
-                            (api), or not at all, reading DIR as is (none; e.g. to drive mosquitto)
+  --enroll auto|api|local|none  how identities are made and devices revoked (default auto):
+                            api: the station batch API and the operator API of a running service (fleet up);
+                            local: the CA and the registry in this process (only while no service runs);
+                            none: read DIR as is (e.g. to drive mosquitto), revoke through the API;
+                            auto: api when the service answers at --api, local when nothing listens there
   --reenroll                send every cached identity through enrollment again (idempotent)
   --key-type P-256|Ed25519|RSA  device key type (default P-256)
   --id-prefix P, --product P    device ids are P000000, P000001, ... (default sim-), product (default sim)
-  --api URL --station-cert F --station-key F     station API and credential (enroll api)
+  --api URL                 provisioning API (default https://localhost:FLEET_API_PORT)
+  --station-cert F --station-key F   station credential (default: the operator creates station sim-station)
   --operator-cert F --operator-key F             operator credential for revocations
   --observer-cert F --observer-key F             service credential of the latency subscriber
 

@@ -111,6 +111,30 @@ export interface EnsureOptions {
   /** Enrollment batch size. */
   readonly batchSize?: number;
   readonly onProgress?: (done: number, total: number) => void;
+  /** Ids to pass over (revoked in an earlier run, see `revokedIn`); the next ids take their place. */
+  readonly skip?: ReadonlySet<string>;
+}
+
+/** The file in an identity directory listing the devices revoked by earlier runs, one id a line. */
+export const REVOKED_FILE = 'revoked.txt';
+
+/** Ids revoked by earlier runs with this identity directory (empty when none). */
+export async function revokedIn(dir: string): Promise<Set<string>> {
+  try {
+    return new Set(
+      (await readFile(join(dir, REVOKED_FILE), 'utf8')).split('\n').filter((l) => l.trim() !== ''),
+    );
+  } catch {
+    return new Set();
+  }
+}
+
+/** Records revoked ids, so later runs leave them out: a revoked device can never connect again. */
+export async function recordRevoked(dir: string, ids: readonly string[]): Promise<void> {
+  if (!ids.length) return;
+  const all = await revokedIn(dir);
+  for (const id of ids) all.add(id);
+  await writeAtomic(join(dir, REVOKED_FILE), `${[...all].join('\n')}\n`, 0o644);
 }
 
 export interface IdentitySet {
@@ -168,8 +192,11 @@ export async function ensureIdentities(o: EnsureOptions): Promise<IdentitySet> {
 
   const devices: DeviceIdentity[] = [];
   const todo: { ident: DeviceIdentity; key?: KeyObject }[] = [];
-  for (let i = 0; i < o.devices; i++) {
+  const skip = o.skip ?? new Set<string>();
+  // Bounded: every skipped id is one of `skip`, so at most devices + skip.size indices are looked at.
+  for (let i = 0; devices.length < o.devices && i < o.devices + skip.size; i++) {
     const id = deviceId(o, i);
+    if (skip.has(id)) continue;
     const ident = {
       id,
       index: i,
@@ -258,7 +285,8 @@ export async function readIdentityDir(
     if (k) keys.set(k[1]!, join(dir, n));
     else if (c && c[1] !== 'root' && c[1] !== 'ca') certs.set(c[1]!, join(dir, n));
   }
-  const ids = [...keys.keys()].filter((id) => certs.has(id)).sort();
+  const revoked = await revokedIn(dir);
+  const ids = [...keys.keys()].filter((id) => certs.has(id) && !revoked.has(id)).sort();
   const lonely = [...keys.keys()].filter((id) => !certs.has(id));
   if (ids.length < opts.devices) {
     throw new SimError(

@@ -445,7 +445,8 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
           await o.operator!.revokeDevice(id, phase.reason);
           base.apiMs.recordValue(Math.max(1, Math.round(usSince(t0))));
         } catch (e) {
-          const code = (e as { code?: string }).code ?? 'error';
+          const err = e as { code?: string; details?: { code?: string } };
+          const code = err.details?.code ?? err.code ?? 'error';
           base.failures[code] = (base.failures[code] ?? 0) + 1;
         }
       }
