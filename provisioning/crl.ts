@@ -51,7 +51,8 @@ export interface CrlPublisherOptions {
  * rebuild waits for the rebuild, so nobody is handed a CRL older than a change this process has seen.
  */
 export class CrlPublisher {
-  private readonly current = new Map<IssuingCa, BuiltCrl>();
+  /** Each CA's CRL with the registry generation (max status-change seq) read just before its entries. */
+  private readonly current = new Map<IssuingCa, { crl: BuiltCrl; generation: number }>();
   private readonly dirty = new Set<IssuingCa>(ISSUING_CAS);
   private readonly building = new Map<IssuingCa, Promise<BuiltCrl>>();
   private lastNumber = 0n;
@@ -103,24 +104,30 @@ export class CrlPublisher {
     }
   }
 
-  /** The current CRL; rebuilt first when a change was seen since the last build. */
+  /**
+   * The current CRL; rebuilt first when a change was seen since the last build. Besides the change feed
+   * (which may arrive late), the registry generation is compared on every request: whoever changed a
+   * status and then fetches the CRL sees the change (read-your-writes), whatever the feed's timing.
+   */
   async get(which: IssuingCa): Promise<BuiltCrl> {
     const have = this.current.get(which);
-    // Past two thirds of its validity (a stalled timer): rebuild rather than serve a CRL near its end.
-    if (
-      have &&
-      !this.dirty.has(which) &&
-      Date.now() < have.nextUpdate.getTime() - (CRL_VALIDITY_HOURS * 3600_000) / 3
-    )
-      return have;
     try {
+      if (
+        have &&
+        !this.dirty.has(which) &&
+        // Past two thirds of its validity (a stalled timer): rebuild rather than serve a CRL near its end.
+        Date.now() < have.crl.nextUpdate.getTime() - (CRL_VALIDITY_HOURS * 3600_000) / 3 &&
+        (await this.registry.generation()) <= have.generation
+      )
+        return have.crl;
+      if (have) this.dirty.add(which);
       return await this.build(which);
     } catch (err) {
       // The registry is unreachable: the last CRL is still signed and valid until its nextUpdate, and
       // answering it beats answering nothing (clients would fail closed on a missing CRL).
-      if (have && Date.now() < have.nextUpdate.getTime()) {
+      if (have && Date.now() < have.crl.nextUpdate.getTime()) {
         this.log.error({ event: 'crl_rebuild_failed_serving_last', ca: which, err }, 'serving the last CRL');
-        return have;
+        return have.crl;
       }
       throw err;
     }
@@ -147,8 +154,10 @@ export class CrlPublisher {
         if (n <= this.lastNumber) n = this.lastNumber + 1n;
         this.lastNumber = n;
         try {
+          // Read before the entries: a change committed in between makes the next get() rebuild again.
+          const generation = await this.registry.generation();
           const crl = await currentCrl(this.ca, this.registry, which, now, n);
-          this.current.set(which, crl);
+          this.current.set(which, { crl, generation });
           this.log.info({ event: 'crl_published', ca: which, crl_number: n.toString() });
           return crl;
         } catch (e) {
