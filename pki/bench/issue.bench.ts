@@ -18,6 +18,7 @@ import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { newCertificateRow } from '../../provisioning/issuance.ts';
 import { type CaConfig, createCa, DEFAULT_CA_CONFIG } from '../ca.ts';
 import { checkCsr } from '../csr.ts';
 import { buildCsr } from '../csr-build.ts';
@@ -171,15 +172,7 @@ async function main(): Promise<void> {
 
   const record = (c: IssuedCertificate) => ({
     subject: { kind: 'device', id: c.subjectId, product: 'bench-product', fleet: 'bench-fleet' },
-    certificate: {
-      serial: c.serial,
-      issuerCa: c.issuerCa,
-      der: c.der,
-      fingerprintSha256: c.fingerprint,
-      spkiSha256: c.spkiSha256,
-      notBefore: c.notBefore,
-      notAfter: c.notAfter,
-    },
+    certificate: newCertificateRow(c),
     enrolledBy: null,
     actor: 'station:bench',
   });
