@@ -8,6 +8,7 @@
  * Times are `process.hrtime.bigint()` nanoseconds: CLOCK_MONOTONIC, the same in every process on the
  * machine, so a publish stamped in a worker can be timed by the subscriber in the parent.
  */
+import { connect as netConnect } from 'node:net';
 import { type SecureContext, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 
@@ -209,26 +210,46 @@ export function connectMqtt(spec: ConnectSpec, events: ConnectionEvents = {}): P
       settled = true;
       clearTimeout(timer);
       socket.destroy();
+      raw.destroy();
       resolve({ ok: false, cause, stage, timings: partial() });
     };
-    const timer = setTimeout(() => fail(`timeout_${stage}`), spec.timeoutMs);
+    // The timeout is judged after the event loop's poll phase (setImmediate): when this process was busy
+    // and the next stage's I/O is already waiting, it is processed first, so a connect that completed
+    // while the loop was late is not counted as a timeout of the stage it had already left.
+    const timer = setTimeout(() => setImmediate(() => fail(timeoutCause())), spec.timeoutMs);
+    const timeoutCause = () => {
+      if (stage !== 'tls') return `timeout_${stage}`;
+      // TCP is up; did the server answer the ClientHello at all? Silence means the server never got to
+      // it in time (its event loop or accept queue), not a slow handshake on our side.
+      return raw.bytesRead === 0 ? 'timeout_tls_server_silent' : 'timeout_tls';
+    };
 
-    const socket = tlsConnect({
+    // Our own TCP socket under TLS, to see the raw bytes the server sent: a connection closed before the
+    // server sent a single TLS byte was refused at admission (rate limit, connection cap), not in TLS.
+    const raw = netConnect({
       host: spec.host,
       port: spec.port,
+      ...(spec.localAddress ? { localAddress: spec.localAddress } : {}),
+    });
+    const socket = tlsConnect({
+      socket: raw,
       servername: spec.servername,
       secureContext: spec.secureContext,
-      ...(spec.localAddress ? { localAddress: spec.localAddress } : {}),
       ...(spec.session ? { session: spec.session } : {}),
       // Never relaxed: the simulator verifies the broker like a device would.
       rejectUnauthorized: true,
     });
-    socket.on('connect', () => {
+    raw.on('connect', () => {
       tTcp = now();
       stage = 'tls';
       // Without it Nagle and delayed ACK add ≈ 40 ms to small writes (benchmarking.md).
-      socket.setNoDelay(true);
+      raw.setNoDelay(true);
     });
+    // Errors surface on the TLS socket; the raw one must not throw unhandled.
+    raw.on('error', (e: NodeJS.ErrnoException) => {
+      lastError ??= e;
+    });
+    const refusedBeforeTls = () => stage === 'tls' && raw.bytesRead === 0;
     socket.on('session', (s: Buffer) => {
       session = s;
       if (conn) conn.session = s;
@@ -281,18 +302,22 @@ export function connectMqtt(spec: ConnectSpec, events: ConnectionEvents = {}): P
     socket.on('data', (d: Buffer) => parser.parse(d));
     socket.on('error', (e: NodeJS.ErrnoException) => {
       lastError = e;
-      if (!settled) fail(classifyError(e, stage));
+      if (settled) return;
+      const c = classifyError(e, stage);
+      fail(refusedBeforeTls() && (c === 'tls_reset' || c.startsWith('tls_error')) ? 'refused_before_tls' : c);
     });
     socket.on('close', () => {
       if (!settled) {
         // A TLS 1.3 server that rejects our certificate sends its alert after our Finished: we may see
         // only a close, after secureConnect, before CONNACK.
         fail(
-          lastError
-            ? classifyError(lastError, stage)
-            : stage === 'connack'
-              ? 'closed_before_connack'
-              : `closed_during_${stage}`,
+          refusedBeforeTls()
+            ? 'refused_before_tls'
+            : lastError
+              ? classifyError(lastError, stage)
+              : stage === 'connack'
+                ? 'closed_before_connack'
+                : `closed_during_${stage}`,
         );
         return;
       }

@@ -30,9 +30,31 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready'; worker: number; contexts: number }
   | { type: 'stats'; worker: number; phase: number; snapshot: IntervalSnapshot }
-  | { type: 'phase-done'; worker: number; phase: number; open: number; unacked: number }
+  | {
+      type: 'phase-done';
+      worker: number;
+      phase: number;
+      open: number;
+      unacked: number;
+      /** A storm: who it dropped and who it tried to bring back. */
+      storm?: StormTargets;
+    }
   | { type: 'victims-ack'; worker: number; connected: string[] }
   | { type: 'victim-closed'; worker: number; id: string; atNs: string; cause: string }
   | { type: 'victim-probe'; worker: number; id: string; outcome: string; resumeOffered: boolean }
   | { type: 'stopped'; worker: number }
   | { type: 'fatal'; worker: number; message: string };
+
+/** Whom a reconnect storm worked on. Every device but the revoked ones is brought back, connected or not. */
+export interface StormTargets {
+  /** Connections the storm dropped (no DISCONNECT, as in an outage). */
+  readonly dropped: number;
+  /** Devices it tried to reconnect: every device of the run but the revoked ones. */
+  readonly attempted: number;
+  /** ...of which were connected when the storm started, */
+  readonly connectedAtStart: number;
+  /** ...and were not (failed earlier, never connected). */
+  readonly notConnectedAtStart: number;
+  /** Revoked devices left out: they can never connect again. */
+  readonly revokedLeftOut: number;
+}

@@ -6,8 +6,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as hdr from 'hdr-histogram-js';
+import type { StormTargets } from './protocol.ts';
 import type { Phase, Scenario } from './scenario.ts';
-import type { Counts, LatencySummary, SeriesPoint } from './stats.ts';
+import type { Counts, LatencySummary, SeriesPoint, SimLoad } from './stats.ts';
 
 /** Revocation bookkeeping while the phase runs (runner-internal). */
 export interface RevokeReport {
@@ -56,6 +57,10 @@ export interface PhaseReport {
   readonly rates: { connectsPerS: number; publishedPerS: number; deliveredPerS: number };
   readonly series: SeriesPoint[];
   readonly revoke?: RevokeResult;
+  /** A storm: connections it dropped, devices it tried to bring back (connected at its start or not). */
+  readonly storm?: StormTargets;
+  /** The simulator's own CPU and event-loop delay: high values mean its figures are its own limit. */
+  readonly simLoad?: SimLoad;
 }
 
 export interface RunReport {
@@ -94,6 +99,14 @@ export function textSummary(r: RunReport): string {
       '',
       `== ${p.name} (${p.type}) ${(p.durationMs / 1000).toFixed(1)} s${p.completed ? '' : '  [incomplete]'}`,
     );
+    if (p.storm) {
+      const st = p.storm;
+      out.push(
+        `  storm: dropped ${fmt(st.dropped)} connections; reconnecting ${fmt(st.attempted)} devices ` +
+          `(${fmt(st.connectedAtStart)} were connected, ${fmt(st.notConnectedAtStart)} were not` +
+          `${st.revokedLeftOut ? `; ${fmt(st.revokedLeftOut)} revoked left out` : ''})`,
+      );
+    }
     if (c.attempted) {
       out.push(
         `  connects: ${fmt(c.connected)}/${fmt(c.attempted)} ok, ${fmt(c.failed)} failed, ${fmt(c.resumed)} resumed TLS sessions,` +
@@ -113,6 +126,13 @@ export function textSummary(r: RunReport): string {
       out.push(`  delivery ${lat(p.latency.delivery)}`);
     }
     if (c.dropped) out.push(`  connections dropped by the other side: ${fmt(c.dropped)}`);
+    if (p.simLoad) {
+      const l = p.simLoad;
+      out.push(
+        `  simulator load: worker CPU mean ${l.cpuPctMean}% max ${l.cpuPctMax}% of a core; ` +
+          `event-loop delay p99 ${l.loopDelayP99Ms} ms, max ${l.loopDelayMaxMs} ms`,
+      );
+    }
     const errs = Object.entries(p.errors).sort((a, b) => b[1] - a[1]);
     if (errs.length) out.push(`  errors: ${errs.map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
     if (p.revoke) {
@@ -293,11 +313,19 @@ export function htmlReport(r: RunReport): string {
          max ${p.revoke.revokeToClose.max} ms. Reconnects of revoked devices: ${esc(JSON.stringify(p.revoke.probeOutcomes))};
          <b>${p.revoke.reconnectAdmitted.length}</b> admitted. Other devices dropped: ${p.revoke.othersDropped}.</p>`
       : '';
+    const st = p.storm
+      ? `<p>storm: dropped ${fmt(p.storm.dropped)} connections; reconnecting ${fmt(p.storm.attempted)} devices
+         (${fmt(p.storm.connectedAtStart)} were connected, ${fmt(p.storm.notConnectedAtStart)} were not, ${fmt(p.storm.revokedLeftOut)} revoked left out)</p>`
+      : '';
+    const ld = p.simLoad
+      ? `<p>simulator load: worker CPU mean ${p.simLoad.cpuPctMean}%, max ${p.simLoad.cpuPctMax}% of a core;
+         event-loop delay p99 ${p.simLoad.loopDelayP99Ms} ms, max ${p.simLoad.loopDelayMaxMs} ms</p>`
+      : '';
     const c = p.counts;
     return `<section><h2>${esc(p.name)} <small>${p.type}, ${(p.durationMs / 1000).toFixed(1)} s${p.completed ? '' : ', incomplete'}</small></h2>
 <p>connects ${fmt(c.connected)}/${fmt(c.attempted)} (${fmt(c.resumed)} resumed, ${fmt(p.rates.connectsPerS)}/s) ·
 published ${fmt(c.published)} (${fmt(p.rates.publishedPerS)}/s) · delivered ${fmt(c.delivered)} · dropped ${fmt(c.dropped)} · open at end ${fmt(p.open)}</p>
-${rv}${latencyTable(p)}<div class="charts">${charts.join('\n')}</div></section>`;
+${st}${ld}${rv}${latencyTable(p)}<div class="charts">${charts.join('\n')}</div></section>`;
   });
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fleet sim: ${esc(r.startedAt)}</title>

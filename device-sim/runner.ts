@@ -15,7 +15,7 @@ import { type Connection, connectMqtt, now, pubackPacket, subscribePacket, usSin
 import { SimError } from './errors.ts';
 import type { IdentitySet } from './identities.ts';
 import type { Operator } from './operator.ts';
-import type { FromWorker, PhaseShare, ToWorker, WorkerInit } from './protocol.ts';
+import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
 import type { PhaseReport, RevokeReport, RunReport } from './report.ts';
 import type { Phase, Scenario } from './scenario.ts';
 import { newHistogram, PhaseAccumulator, summarize } from './stats.ts';
@@ -355,6 +355,18 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
       const a = acc;
       const open = doneMsgs.reduce((s, m) => s + (m.type === 'phase-done' ? m.open : 0), 0);
       const unacked = doneMsgs.reduce((s, m) => s + (m.type === 'phase-done' ? m.unacked : 0), 0);
+      const storms = doneMsgs.flatMap((m) => (m.type === 'phase-done' && m.storm ? [m.storm] : []));
+      const sum = (k: keyof StormTargets) => storms.reduce((s, t) => s + t[k], 0);
+      const storm: StormTargets | undefined = storms.length
+        ? {
+            dropped: sum('dropped'),
+            attempted: sum('attempted'),
+            connectedAtStart: sum('connectedAtStart'),
+            notConnectedAtStart: sum('notConnectedAtStart'),
+            revokedLeftOut: sum('revokedLeftOut'),
+          }
+        : undefined;
+      const simLoad = a.simLoad();
       phases.push({
         name: phase.name,
         type: phase.type,
@@ -380,6 +392,8 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
         },
         series: a.series(),
         ...(revoke ? { revoke: finishRevoke(revoke, a.counts.dropped) } : {}),
+        ...(storm ? { storm } : {}),
+        ...(simLoad ? { simLoad } : {}),
       });
       if (fatal) throw new SimError('SIM_WORKER_FAILED', `a worker failed: ${fatal.split('\n')[0]}`);
       if (deadWorkers) throw new SimError('SIM_WORKER_FAILED', `${deadWorkers} worker process(es) exited`);

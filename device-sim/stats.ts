@@ -44,6 +44,27 @@ export interface IntervalSnapshot {
   readonly histograms: Partial<Record<HistogramName, string>>;
   /** Connections open at the end of the interval. */
   readonly open: number;
+  /** How busy the worker process itself was: is a slow connect the broker's or the simulator's? */
+  readonly load?: WorkerLoad;
+}
+
+/** A load worker's own load over an interval. */
+export interface WorkerLoad {
+  /** CPU time (user + system) of the worker process, % of one core. */
+  readonly cpuPct: number;
+  /** Event-loop delay (perf_hooks.monitorEventLoopDelay), ms. */
+  readonly loopDelayP99Ms: number;
+  readonly loopDelayMaxMs: number;
+}
+
+/** The simulator's own load during a phase, over every worker and every interval. */
+export interface SimLoad {
+  readonly intervals: number;
+  readonly cpuPctMean: number;
+  readonly cpuPctMax: number;
+  /** The worst interval's p99 event-loop delay, and the longest single delay, ms. */
+  readonly loopDelayP99Ms: number;
+  readonly loopDelayMaxMs: number;
 }
 
 export class IntervalRecorder {
@@ -67,7 +88,7 @@ export class IntervalRecorder {
   }
 
   /** Takes what was recorded and starts a new interval. */
-  take(open: number): IntervalSnapshot {
+  take(open: number, load?: WorkerLoad): IntervalSnapshot {
     const histograms: Partial<Record<HistogramName, string>> = {};
     for (const name of HISTOGRAMS) {
       const h = this.hists[name];
@@ -76,7 +97,7 @@ export class IntervalRecorder {
         h.reset();
       }
     }
-    const snap = { counts: this.counts, errors: this.errors, histograms, open };
+    const snap = { counts: this.counts, errors: this.errors, histograms, open, ...(load ? { load } : {}) };
     this.counts = emptyCounts();
     this.errors = {};
     return snap;
@@ -148,7 +169,23 @@ export class PhaseAccumulator {
     delivery: hdr.Histogram | undefined;
   }[] = [];
 
+  private readonly loads: WorkerLoad[] = [];
+
   constructor(readonly startNs: bigint) {}
+
+  /** The workers' own load over the phase; undefined when no worker reported it. */
+  simLoad(): SimLoad | undefined {
+    const l = this.loads;
+    if (!l.length) return undefined;
+    const r1 = (n: number) => Math.round(n * 10) / 10;
+    return {
+      intervals: l.length,
+      cpuPctMean: r1(l.reduce((a, x) => a + x.cpuPct, 0) / l.length),
+      cpuPctMax: r1(Math.max(...l.map((x) => x.cpuPct))),
+      loopDelayP99Ms: r1(Math.max(...l.map((x) => x.loopDelayP99Ms))),
+      loopDelayMaxMs: r1(Math.max(...l.map((x) => x.loopDelayMaxMs))),
+    };
+  }
 
   private bucket(atNs: bigint) {
     const t = Math.max(0, Math.floor(Number(atNs - this.startNs) / 1e9));
@@ -168,6 +205,8 @@ export class PhaseAccumulator {
   addSnapshot(s: IntervalSnapshot, atNs: bigint, worker: number): void {
     addCounts(this.counts, s.counts);
     addErrors(this.errors, s.errors);
+    // Bounded: one entry per worker per second of the phase.
+    if (s.load && this.loads.length < 1_000_000) this.loads.push(s.load);
     const b = this.bucket(atNs);
     addCounts(b.counts, s.counts);
     b.errors += Object.values(s.errors).reduce((a, n) => a + n, 0);

@@ -4,12 +4,13 @@
  * second. Every loop here is bounded in count (the worker's devices) and in time (the phase deadline).
  */
 import { readFileSync } from 'node:fs';
+import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Packet } from 'mqtt-packet';
 import { type Connection, connectMqtt, now, publishPacket, usSince } from './client.ts';
-import type { FromWorker, PhaseShare, ToWorker, WorkerInit } from './protocol.ts';
+import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
 import { fillTopic, type Jitter, type Phase, type TelemetrySpec } from './scenario.ts';
-import { IntervalRecorder } from './stats.ts';
+import { IntervalRecorder, type WorkerLoad } from './stats.ts';
 
 interface Device {
   readonly id: string;
@@ -45,6 +46,10 @@ export class LoadWorker {
   private readonly sleepers = new Set<() => void>();
   private readonly statsTimer: NodeJS.Timeout;
   private readonly pending = new Set<Promise<unknown>>();
+  /** The worker's own load: event-loop delay (10 ms resolution) and CPU time, per stats interval. */
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
+  private lastCpu = process.cpuUsage();
+  private lastCpuAt = process.hrtime.bigint();
 
   constructor(
     readonly init: WorkerInit,
@@ -74,6 +79,7 @@ export class LoadWorker {
         victim: false,
       };
     });
+    this.loopDelay.enable();
     this.statsTimer = setInterval(() => this.flush(), 1000);
     this.send({ type: 'ready', worker: init.worker, contexts: this.devices.length });
   }
@@ -84,13 +90,30 @@ export class LoadWorker {
     return n;
   }
 
+  private load(): WorkerLoad {
+    const cpu = process.cpuUsage(this.lastCpu);
+    const at = process.hrtime.bigint();
+    const elapsedUs = Number(at - this.lastCpuAt) / 1000;
+    this.lastCpu = process.cpuUsage();
+    this.lastCpuAt = at;
+    const h = this.loopDelay;
+    const ms = (ns: number) => Math.round(ns / 1e5) / 10;
+    const load = {
+      cpuPct: elapsedUs > 0 ? Math.round(((cpu.user + cpu.system) / elapsedUs) * 1000) / 10 : 0,
+      loopDelayP99Ms: h.count ? ms(h.percentile(99)) : 0,
+      loopDelayMaxMs: h.count ? ms(h.max) : 0,
+    };
+    h.reset();
+    return load;
+  }
+
   private flush(): void {
     if (this.phaseIndex < 0) return;
     this.send({
       type: 'stats',
       worker: this.init.worker,
       phase: this.phaseIndex,
-      snapshot: this.rec.take(this.open),
+      snapshot: this.rec.take(this.open, this.load()),
     });
   }
 
@@ -135,6 +158,7 @@ export class LoadWorker {
     this.flush();
     this.phaseIndex = index;
     const deadline = Date.now() + deadlineMs;
+    let storm: StormTargets | undefined;
     try {
       switch (phase.type) {
         case 'connect':
@@ -153,7 +177,7 @@ export class LoadWorker {
           else await this.sleep(Math.min(phase.durationS * 1000, deadline - Date.now()));
           break;
         case 'storm':
-          await this.storm(phase.jitter, phase.resume, phase.concurrency, deadline);
+          storm = await this.storm(phase.jitter, phase.resume, phase.concurrency, deadline);
           await this.sleep(Math.min(phase.settleS * 1000, deadline - Date.now()));
           break;
       }
@@ -165,7 +189,14 @@ export class LoadWorker {
     let unacked = 0;
     for (const d of this.devices) unacked += d.inflight.size;
     this.flush();
-    this.send({ type: 'phase-done', worker: this.init.worker, phase: index, open: this.open, unacked });
+    this.send({
+      type: 'phase-done',
+      worker: this.init.worker,
+      phase: index,
+      open: this.open,
+      unacked,
+      ...(storm ? { storm } : {}),
+    });
   }
 
   // ---------------------------------------------------------------------------------------------- connect
@@ -299,17 +330,35 @@ export class LoadWorker {
 
   // ---------------------------------------------------------------------------------------------- storm
 
-  private async storm(jitter: Jitter, resume: boolean, concurrency: number, deadline: number): Promise<void> {
-    const victims = this.devices.filter((d) => d.conn);
-    for (const d of victims) {
+  /**
+   * Drops every connection at once (as an outage would), then brings back every device of the run but the
+   * revoked ones, whether or not it was connected when the storm started: after an outage the whole fleet
+   * reconnects, including devices that had failed before.
+   */
+  private async storm(
+    jitter: Jitter,
+    resume: boolean,
+    concurrency: number,
+    deadline: number,
+  ): Promise<StormTargets> {
+    const live = this.devices.filter((d) => d.conn);
+    for (const d of live) {
       d.conn!.destroy();
       d.conn = undefined;
       d.inflight.clear();
     }
+    const targets = this.devices.filter((d) => !d.victim);
+    const info: StormTargets = {
+      dropped: live.length,
+      attempted: targets.length,
+      connectedAtStart: live.filter((d) => !d.victim).length,
+      notConnectedAtStart: targets.length - live.filter((d) => !d.victim).length,
+      revokedLeftOut: this.devices.length - targets.length,
+    };
     // Let the broker see the closes before the wave comes back.
     await this.sleep(200);
     const start = Date.now();
-    const order = victims.map((d) => ({ d, at: start + sampleJitter(jitter) })).sort((a, b) => a.at - b.at);
+    const order = targets.map((d) => ({ d, at: start + sampleJitter(jitter) })).sort((a, b) => a.at - b.at);
     const inflight = new Set<Promise<string | null>>();
     let next = 0;
     while (next < order.length && !this.aborted && Date.now() < deadline) {
@@ -328,6 +377,7 @@ export class LoadWorker {
       else await this.sleep(wait);
     }
     await Promise.race([Promise.all(inflight), this.sleep(Math.max(0, deadline - Date.now()))]);
+    return info;
   }
 
   // ---------------------------------------------------------------------------------------------- telemetry
@@ -397,6 +447,7 @@ export class LoadWorker {
     }
     clearInterval(this.statsTimer);
     this.flush();
+    this.loopDelay.disable();
     // Give DISCONNECTs a moment to leave.
     await new Promise((r) => setTimeout(r, 50));
     this.send({ type: 'stopped', worker: this.init.worker });

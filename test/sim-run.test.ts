@@ -59,6 +59,7 @@ describe('fleet sim against the real broker', () => {
     expect(telemetry!.unacked).toBe(0);
 
     expect(storm!.counts).toMatchObject({ attempted: 50, connected: 50, failed: 0 });
+    expect(storm!.storm).toMatchObject({ dropped: 50, attempted: 50, notConnectedAtStart: 0 });
     expect(storm!.counts.resumed).toBeGreaterThanOrEqual(45);
     expect(storm!.open).toBe(50);
 
@@ -111,6 +112,91 @@ describe('fleet sim against the real broker', () => {
       ['rv-000000', 'rv-000007', 'rv-000015', 'rv-000022'].map((id) => bed.registry.getDevice(id)),
     );
     expect(revoked.map((d) => d?.status)).toEqual(['revoked', 'revoked', 'revoked', 'revoked']);
+  });
+});
+
+describe('refusals by cause, storms over the whole fleet', () => {
+  it('a broker refusing at admission is counted as refused_before_tls, not as a TLS failure or timeout', async () => {
+    const { startBroker } = await import('./helpers/broker.ts');
+    // Two connections admitted, then a token every 10 s: the rest are closed before any TLS byte.
+    const tight = await startBroker(bed.ca, bed.registry, {
+      limits: { connectRatePerS: 0.1, connectBurst: 2 },
+    });
+    try {
+      const identities = await bed.identities(8, { idPrefix: 'adm-' });
+      const scenario = parseScenario({
+        devices: 8,
+        observer: false,
+        phases: [{ type: 'connect', concurrency: 8 }],
+      });
+      const report = await runScenario({
+        scenario,
+        identities,
+        target: { ...bed.target, port: tight.port },
+        inProcess: true,
+      });
+      expect(report.phases[0]!.counts).toMatchObject({ attempted: 8, connected: 2, failed: 6 });
+      expect(report.phases[0]!.errors).toEqual({ refused_before_tls: 6 });
+      expect(report.phases[0]!.simLoad?.intervals).toBeGreaterThan(0);
+    } finally {
+      await tight.broker.stop();
+    }
+  });
+
+  it('a server that accepts TCP but never answers the ClientHello: timeout_tls_server_silent', async () => {
+    const { createServer } = await import('node:net');
+    const { createSecureContext } = await import('node:tls');
+    const { connectMqtt } = await import('../device-sim/client.ts');
+    const held: import('node:net').Socket[] = [];
+    const server = createServer((s) => held.push(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const r = await connectMqtt({
+        host: '127.0.0.1',
+        port: (server.address() as { port: number }).port,
+        servername: 'localhost',
+        secureContext: createSecureContext({ ca: bed.ca.rootPem }),
+        clientId: 'silent',
+        keepaliveS: 30,
+        timeoutMs: 300,
+      });
+      expect(r).toMatchObject({ ok: false, cause: 'timeout_tls_server_silent', stage: 'tls' });
+    } finally {
+      for (const s of held) s.destroy();
+      server.close();
+    }
+  });
+
+  it('a storm brings back every device, also those not connected when it started, and says how many', async () => {
+    const identities = await bed.identities(20, { idPrefix: 'st-' });
+    const scenario = parseScenario({
+      devices: 20,
+      observer: false,
+      phases: [
+        { type: 'connect', name: 'half', count: 10, concurrency: 10 },
+        {
+          type: 'storm',
+          name: 'storm',
+          resume: true,
+          jitter: { distribution: 'uniform', maxMs: 200 },
+          settleS: 0.2,
+        },
+      ],
+    });
+    const report = await runScenario({ scenario, identities, target: bed.target, inProcess: true });
+    expect(report.phases[0]!.open).toBe(10);
+    const storm = report.phases[1]!;
+    expect(storm.storm).toEqual({
+      dropped: 10,
+      attempted: 20,
+      connectedAtStart: 10,
+      notConnectedAtStart: 10,
+      revokedLeftOut: 0,
+    });
+    expect(storm.counts).toMatchObject({ attempted: 20, connected: 20, failed: 0 });
+    // Only the ten that had a session could resume it.
+    expect(storm.counts.resumed).toBeLessThanOrEqual(10);
+    expect(storm.open).toBe(20);
   });
 });
 
