@@ -549,6 +549,14 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     authorizeForward,
   });
   sinkTopic = `$SYS/${aedes.id}/fleet/denied`;
+  // The fast paths (fast-connect.ts, fast-deliver.ts, watchCloseCheaply) stand in for parts of aedes'
+  // internals and were written and tested against aedes 1.2: with any other version aedes runs its own.
+  const fastPaths = /^1\.2\./.test(String((aedes as unknown as { version?: string }).version));
+  if (!fastPaths)
+    log.warn({
+      event: 'aedes_fast_paths_off',
+      aedes_version: (aedes as unknown as { version?: string }).version,
+    });
   if (config.skipSysConnectNotices) skipSysNotices(aedes);
   const backpressure =
     fleetMq && config.mq.backpressure
@@ -599,9 +607,15 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     handshakeOk.inc();
     sock[PEER] = peer;
     const client = aedes.handle(sock) as FleetClient;
-    installFastDeliver(client as unknown as FastDeliverClient);
-    installFastConnect(client as unknown as FastConnectClient, fastConnectEligible, noPersistedSubscriptions);
-    watchCloseCheaply(client, sock);
+    if (fastPaths) {
+      installFastDeliver(client as unknown as FastDeliverClient);
+      installFastConnect(
+        client as unknown as FastConnectClient,
+        fastConnectEligible,
+        noPersistedSubscriptions,
+      );
+      watchCloseCheaply(client, sock);
+    }
     limitPacketSize(client, lim.maxPacketBytes);
   });
   const listener = config.proxyProtocol

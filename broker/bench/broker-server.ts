@@ -112,6 +112,16 @@ if (mode === 'bare') {
       tls: { certFile: fx.serverCert, keyFile: fx.serverKey },
       limits: { connectRatePerS: 0, maxConnections: 19_000 },
       ...(process.env.BENCH_MQ_HWM ? { mq: { highWaterMark: Number(process.env.BENCH_MQ_HWM) } } : {}),
+      // Diagnostic only: presence writes postponed (they stay queued in memory), to see their share.
+      ...(process.env.BENCH_PRESENCE_FLUSH_MS
+        ? {
+            presence: {
+              flushMs: Number(process.env.BENCH_PRESENCE_FLUSH_MS),
+              lastSeenMs: 3_600_000,
+              maxBatch: 1_000_000,
+            },
+          }
+        : {}),
       metrics: { port: null },
     }),
     { ca, registry: fromRegistry(registry), logger: pino({ level: 'error' }, pino.destination(2)) },
