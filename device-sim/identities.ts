@@ -230,7 +230,11 @@ export async function ensureIdentities(o: EnsureOptions): Promise<IdentitySet> {
       const r = byId.get(t.ident.id);
       if (!r?.ok) {
         const why = r && !r.ok ? `${r.code}: ${r.message}` : 'no answer for it';
-        throw new SimError('SIM_ENROLL_FAILED', `enrolling ${t.ident.id} failed (${why})`, {
+        const hint =
+          r && !r.ok && r.code === 'DEVICE_KEY_CONFLICT'
+            ? `; the id was enrolled from another identity directory: use that one (--identities), or another --id-prefix`
+            : '';
+        throw new SimError('SIM_ENROLL_FAILED', `enrolling ${t.ident.id} failed (${why})${hint}`, {
           details: { id: t.ident.id, ...(r && !r.ok ? { code: r.code } : {}) },
         });
       }

@@ -225,7 +225,8 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
     shards.push(shard);
     const init: WorkerInit = {
       worker: w,
-      devices: devices.filter((d) => d.index % workers === w),
+      // By position, not by index: indices have gaps where revoked devices were left out.
+      devices: devices.filter((_, i) => i % workers === w),
       rootPem: identities.rootPem,
       target: { host: target.host, port: target.port, servername: target.servername },
       sourceAddresses,
