@@ -272,6 +272,13 @@ export const sim: Command = {
         identities: prepared.identities,
         target,
         operator,
+        brokerMetricsUrl:
+          flags.brokerMetrics === 'off'
+            ? undefined
+            : (flags.brokerMetrics ??
+              (flags.target === undefined
+                ? `http://127.0.0.1:${ctx.config.metricsPort}/metrics`
+                : undefined)),
         signal: controller.signal,
         onProgress: flags.quiet
           ? undefined

@@ -40,6 +40,8 @@ export interface SimFlags {
   readonly observerCert: string | undefined;
   readonly observerKey: string | undefined;
   readonly outDir: string | undefined;
+  /** The broker's Prometheus URL, `off`, or undefined (the local broker's, when the target is the local one). */
+  readonly brokerMetrics: string | undefined;
   readonly quiet: boolean;
   readonly help: boolean;
 }
@@ -86,6 +88,8 @@ scenario (or --scenario FILE, a JSON scenario; the flags below then may not be u
 
 output
   --out DIR                 reports (summary.txt, report.json, report.html; default bench-results/sim-<time>)
+  --broker-metrics URL|off  the broker's Prometheus endpoint on loopback, read around each phase (its admission
+                            refusals and handshakes; default the local broker's when --target is not given)
   --quiet                   no live progress line
 `;
 
@@ -125,6 +129,7 @@ const STRING_FLAGS = [
   'storm',
   'jitter',
   'out',
+  'broker-metrics',
   'data',
 ] as const;
 const BOOLEAN_FLAGS = ['no-observer', 'reenroll', 'quiet', 'json', 'help'] as const;
@@ -253,6 +258,21 @@ export function parseSimFlags(argv: string[]): SimFlags {
   pair('observer-cert', 'observer-key');
   if (s('api') !== undefined && !/^https:\/\/[^\s]+$/.test(s('api')!))
     throw new FlagError('--api', 'expected an https:// URL');
+  const bm = s('broker-metrics');
+  if (bm !== undefined && bm !== 'off') {
+    let u: URL;
+    try {
+      u = new URL(bm);
+    } catch {
+      throw new FlagError('--broker-metrics', `expected an http:// URL or off, got ${JSON.stringify(bm)}`);
+    }
+    const h = u.hostname.replace(/^\[|\]$/g, '');
+    if (u.protocol !== 'http:' || !(h === 'localhost' || h === '::1' || /^127\./.test(h)))
+      throw new FlagError(
+        '--broker-metrics',
+        'expected an http:// URL on loopback (127.0.0.0/8, ::1, localhost)',
+      );
+  }
 
   return {
     scenarioFile: s('scenario'),
@@ -272,6 +292,7 @@ export function parseSimFlags(argv: string[]): SimFlags {
     observerCert: s('observer-cert'),
     observerKey: s('observer-key'),
     outDir: s('out'),
+    brokerMetrics: bm,
     quiet: values.quiet === true,
     help: values.help === true,
   };

@@ -6,6 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as hdr from 'hdr-histogram-js';
+import type { PhaseHost } from './host.ts';
 import type { StormTargets } from './protocol.ts';
 import type { Phase, Scenario } from './scenario.ts';
 import type { Counts, LatencySummary, SeriesPoint, SimLoad } from './stats.ts';
@@ -61,6 +62,8 @@ export interface PhaseReport {
   readonly storm?: StormTargets;
   /** The simulator's own CPU and event-loop delay: high values mean its figures are its own limit. */
   readonly simLoad?: SimLoad;
+  /** The machine and the broker during the phase (load average, listen-queue overflows, broker counters). */
+  readonly host?: PhaseHost;
 }
 
 export interface RunReport {
@@ -84,6 +87,27 @@ export interface RunReport {
 const fmt = (n: number) => (Number.isInteger(n) ? n.toLocaleString('en-US') : n.toFixed(1));
 const lat = (l: LatencySummary) =>
   l.count ? `p50 ${l.p50} ms  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}  (n=${fmt(l.count)})` : '-';
+
+/** `load average 4.2; listen-queue overflows +4,213 (machine-wide); broker: admission refused rate_limited 12, ...` */
+export function hostLine(h: PhaseHost): string {
+  const parts = [`load average ${h.loadAvg1}`];
+  if (h.listenOverflows !== undefined)
+    parts.push(
+      `listen-queue overflows +${fmt(h.listenOverflows)} (machine-wide: SYNs dropped on a full accept queue)`,
+    );
+  if (h.broker) {
+    const b = Object.entries(h.broker).map(([k, v]) => {
+      const name = k
+        .replace(/^fleet_mqtt_admission_refused_total/, 'admission refused')
+        .replace(/^fleet_tls_handshakes_total/, 'handshakes')
+        .replace(/^fleet_mqtt_connects_total/, 'connects')
+        .replace(/\{([^}]*)\}/, (_m, l: string) => ` ${l.replace(/[a-z_]+="([^"]*)"/g, '$1')}`);
+      return `${name} ${fmt(v)}`;
+    });
+    parts.push(`broker: ${b.length ? b.join(', ') : 'no change'}`);
+  }
+  return parts.join('; ');
+}
 
 export function textSummary(r: RunReport): string {
   const out: string[] = [];
@@ -135,6 +159,7 @@ export function textSummary(r: RunReport): string {
     }
     const errs = Object.entries(p.errors).sort((a, b) => b[1] - a[1]);
     if (errs.length) out.push(`  errors: ${errs.map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
+    if (p.host) out.push(`  machine: ${hostLine(p.host)}`);
     if (p.revoke) {
       const v = p.revoke;
       out.push(
@@ -321,11 +346,12 @@ export function htmlReport(r: RunReport): string {
       ? `<p>simulator load: worker CPU mean ${p.simLoad.cpuPctMean}%, max ${p.simLoad.cpuPctMax}% of a core;
          event-loop delay p99 ${p.simLoad.loopDelayP99Ms} ms, max ${p.simLoad.loopDelayMaxMs} ms</p>`
       : '';
+    const hs = p.host ? `<p>machine: ${esc(hostLine(p.host))}</p>` : '';
     const c = p.counts;
     return `<section><h2>${esc(p.name)} <small>${p.type}, ${(p.durationMs / 1000).toFixed(1)} s${p.completed ? '' : ', incomplete'}</small></h2>
 <p>connects ${fmt(c.connected)}/${fmt(c.attempted)} (${fmt(c.resumed)} resumed, ${fmt(p.rates.connectsPerS)}/s) ·
 published ${fmt(c.published)} (${fmt(p.rates.publishedPerS)}/s) · delivered ${fmt(c.delivered)} · dropped ${fmt(c.dropped)} · open at end ${fmt(p.open)}</p>
-${st}${ld}${rv}${latencyTable(p)}<div class="charts">${charts.join('\n')}</div></section>`;
+${st}${ld}${hs}${rv}${latencyTable(p)}<div class="charts">${charts.join('\n')}</div></section>`;
   });
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fleet sim: ${esc(r.startedAt)}</title>

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { Packet } from 'mqtt-packet';
 import { type Connection, connectMqtt, now, pubackPacket, subscribePacket, usSince } from './client.ts';
 import { SimError } from './errors.ts';
+import { hostDelta, sampleHost } from './host.ts';
 import type { IdentitySet } from './identities.ts';
 import type { Operator } from './operator.ts';
 import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
@@ -43,6 +44,11 @@ export interface RunOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called about once a second with a one-line status. */
   readonly onProgress?: ((line: string) => void) | undefined;
+  /**
+   * The broker's Prometheus endpoint (loopback), read at each phase's start and end: its admission
+   * refusals and handshakes beside what the simulator saw.
+   */
+  readonly brokerMetricsUrl?: string | undefined;
   /** Called as each phase starts and ends (a benchmark reads the server's CPU time here). */
   readonly onPhase?: ((index: number, event: 'start' | 'end') => void) | undefined;
 }
@@ -329,6 +335,7 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
       phaseStart = Date.now();
       revokeState.closed.clear();
       revokeState.probes.clear();
+      const host0 = await sampleHost(o.brokerMetricsUrl);
       const done = expect('phase-done', budget + 15_000);
       o.onPhase?.(i, 'start');
       shards.forEach((s, w) => {
@@ -352,6 +359,7 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
       );
       const endNs = now();
       o.onPhase?.(i, 'end');
+      const host = hostDelta(host0, await sampleHost(o.brokerMetricsUrl));
       const durationMs = usSince(startNs, endNs) / 1000;
       const a = acc;
       const open = doneMsgs.reduce((s, m) => s + (m.type === 'phase-done' ? m.open : 0), 0);
@@ -395,6 +403,7 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
         ...(revoke ? { revoke: finishRevoke(revoke, a.counts.dropped) } : {}),
         ...(storm ? { storm } : {}),
         ...(simLoad ? { simLoad } : {}),
+        host,
       });
       if (fatal) throw new SimError('SIM_WORKER_FAILED', `a worker failed: ${fatal.split('\n')[0]}`);
       if (deadWorkers) throw new SimError('SIM_WORKER_FAILED', `${deadWorkers} worker process(es) exited`);

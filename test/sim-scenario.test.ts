@@ -307,3 +307,61 @@ describe('pieces', () => {
     expect(html).not.toMatch(/(src|href)=["']https?:/);
   });
 });
+
+describe('what the machine and the broker say about a phase', () => {
+  it('broker counters are read from Prometheus text and reported as differences', async () => {
+    const { hostDelta, parseBrokerMetrics } = await import('../device-sim/host.ts');
+    const { hostLine } = await import('../device-sim/report.ts');
+    const before = parseBrokerMetrics(
+      [
+        '# HELP fleet_mqtt_admission_refused_total refused',
+        '# TYPE fleet_mqtt_admission_refused_total counter',
+        'fleet_mqtt_admission_refused_total{reason="rate_limited"} 3',
+        'fleet_tls_handshakes_total{outcome="ok"} 10',
+        'fleet_mqtt_messages_in_total 99',
+      ].join('\n'),
+    );
+    expect(before).toEqual({
+      'fleet_mqtt_admission_refused_total{reason="rate_limited"}': 3,
+      'fleet_tls_handshakes_total{outcome="ok"}': 10,
+    });
+    const after = {
+      ...before,
+      'fleet_mqtt_admission_refused_total{reason="rate_limited"}': 15,
+      'fleet_tls_handshakes_total{outcome="ok"}': 10,
+    };
+    const d = hostDelta(
+      { loadAvg1: 1, listenOverflows: 100, broker: before },
+      { loadAvg1: 2.5, listenOverflows: 160, broker: after },
+    );
+    expect(d).toEqual({
+      loadAvg1: 2.5,
+      listenOverflows: 60,
+      broker: { 'fleet_mqtt_admission_refused_total{reason="rate_limited"}': 12 },
+    });
+    expect(hostLine(d)).toBe(
+      'load average 2.5; listen-queue overflows +60 (machine-wide: SYNs dropped on a full accept queue); broker: admission refused rate_limited 12',
+    );
+    // Without the endpoint or /proc: only the load average.
+    expect(
+      hostDelta(
+        { loadAvg1: 1, listenOverflows: undefined, broker: undefined },
+        { loadAvg1: 1, listenOverflows: undefined, broker: undefined },
+      ),
+    ).toEqual({ loadAvg1: 1 });
+  });
+
+  it.each([['http://192.0.2.1:9464/metrics'], ['https://127.0.0.1:9464/metrics'], ['not a url']])(
+    '--broker-metrics %s is refused (loopback http only)',
+    (url) => {
+      expect(() => parseSimFlags(['--broker-metrics', url])).toThrow(FlagError);
+    },
+  );
+
+  it('--broker-metrics accepts loopback URLs and off', () => {
+    expect(parseSimFlags(['--broker-metrics', 'http://127.0.0.1:9464/metrics']).brokerMetrics).toBe(
+      'http://127.0.0.1:9464/metrics',
+    );
+    expect(parseSimFlags(['--broker-metrics', 'off']).brokerMetrics).toBe('off');
+  });
+});
