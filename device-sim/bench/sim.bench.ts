@@ -189,6 +189,8 @@ async function main(): Promise<void> {
       scenario,
       identities,
       target: { host: '127.0.0.1', port, servername: 'localhost', loopback: true },
+      // The broker's own admission refusals and handshakes per phase, beside the simulator's causes.
+      brokerMetricsUrl: `http://127.0.0.1:${env.FLEET_METRICS_PORT}/metrics`,
       onProgress: (line) => process.stderr.write(`${line}\n`),
       onPhase: (i, ev) => {
         if (ev === 'start') cpu[i] = { start: cpuTicks(pid), end: 0, rssStart: rssKb(pid), rssEnd: 0 };
