@@ -65,7 +65,7 @@ export function fromRegistry(r: Registry): BrokerRegistry {
   return {
     async lookup(kind, id) {
       if (kind === 'device') {
-        const d = await r.getDevice(id);
+        const d = await r.getDeviceRow(id);
         return d && { kind, id, status: d.status, fleet: d.fleet, product: d.product };
       }
       const p = await r.getPrincipal(kind, id);

@@ -854,6 +854,13 @@ export class Registry {
     });
   }
 
+  /** A device's row alone, in one query (the broker's CONNECT path; getDevice adds certificates and presence). */
+  async getDeviceRow(id: string): Promise<DeviceRow | undefined> {
+    assertValidId(id, 'device id');
+    const [row] = await this.db.select().from(devices).where(eq(devices.id, id));
+    return row;
+  }
+
   async getPrincipal(kind: PrincipalKind, id: string): Promise<PrincipalRow | undefined> {
     assertPrincipalKind(kind);
     assertValidId(id, `${kind} id`);

@@ -157,6 +157,10 @@ describe.each(backends)('registry on $name', (backend) => {
       });
       expect(device!.certificates.map((c) => c.serial)).toEqual([rec.certificate.serial]);
       expect(device!.presence).toBeNull();
+      // The one-query row the broker reads at CONNECT is the same device without the joins.
+      const { certificates: _c, presence: _p, ...row } = device!;
+      expect(await reg.getDeviceRow(rec.subject.id)).toEqual(row);
+      expect(await reg.getDeviceRow('no-such-device')).toBeUndefined();
 
       const audit = await reg.listAudit({ subject: `device:${rec.subject.id}` });
       expect(audit.items).toHaveLength(1);
