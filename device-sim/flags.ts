@@ -84,6 +84,8 @@ scenario (or --scenario FILE, a JSON scenario; the flags below then may not be u
   --revoke K [--revoke-at S]  revoke K devices under load and check they are dropped and refused
   --storm full|resumed|both   drop every connection and reconnect (TLS resumption or not)
   --jitter none|uniform:MS|exp:MEAN_MS        reconnect delay distribution (default uniform:1000)
+  --storm-retries N         devices whose reconnect failed retry, up to N rounds, after a random wait up to
+                            1 s, 2 s, 4 s, ... (30 s at most) (default 0: one attempt each)
   --no-observer             no latency subscriber
 
 output
@@ -128,6 +130,7 @@ const STRING_FLAGS = [
   'revoke-at',
   'storm',
   'jitter',
+  'storm-retries',
   'out',
   'broker-metrics',
   'data',
@@ -146,6 +149,7 @@ const PHASE_FLAGS = [
   'revoke-at',
   'storm',
   'jitter',
+  'storm-retries',
 ];
 
 function number(
@@ -369,9 +373,14 @@ function phasesFromFlags(s: (k: string) => string | undefined, overrides: Record
     if (!['full', 'resumed', 'both'].includes(storm))
       throw new FlagError('--storm', 'must be full, resumed or both');
     const jitter = s('jitter') === undefined ? undefined : jitterFlag(s('jitter')!);
-    if (storm !== 'resumed') raw.push({ type: 'storm', name: 'storm-full', resume: false, jitter });
-    if (storm !== 'full') raw.push({ type: 'storm', name: 'storm-resumed', resume: true, jitter });
+    const retries =
+      s('storm-retries') === undefined
+        ? undefined
+        : number('storm-retries', s('storm-retries')!, { min: 0, max: 20, integer: true });
+    if (storm !== 'resumed') raw.push({ type: 'storm', name: 'storm-full', resume: false, jitter, retries });
+    if (storm !== 'full') raw.push({ type: 'storm', name: 'storm-resumed', resume: true, jitter, retries });
   } else if (s('jitter') !== undefined) throw new FlagError('--jitter', 'needs --storm');
+  else if (s('storm-retries') !== undefined) throw new FlagError('--storm-retries', 'needs --storm');
   // Check through the scenario parser with the overrides, so flag-built phases obey the same rules.
   return [...parseScenario({ ...overrides, phases: raw }).phases];
 }

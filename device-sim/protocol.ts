@@ -57,4 +57,11 @@ export interface StormTargets {
   readonly notConnectedAtStart: number;
   /** Revoked devices left out: they can never connect again. */
   readonly revokedLeftOut: number;
+  /** Retry rounds run (see StormPhase.retries), and attempts made in them. */
+  readonly retryRounds: number;
+  readonly retryAttempts: number;
+  /** From the drop to the last device back (ms); -1 when none came back. */
+  readonly backAfterMs: number;
+  /** Devices still not connected at the end of the storm. */
+  readonly notBack: number;
 }

@@ -130,6 +130,13 @@ export function textSummary(r: RunReport): string {
           `(${fmt(st.connectedAtStart)} were connected, ${fmt(st.notConnectedAtStart)} were not` +
           `${st.revokedLeftOut ? `; ${fmt(st.revokedLeftOut)} revoked left out` : ''})`,
       );
+      out.push(
+        `  back: ${fmt(st.attempted - st.notBack)}/${fmt(st.attempted)}` +
+          (st.backAfterMs >= 0 ? `, the last ${fmt(Math.round(st.backAfterMs))} ms after the drop` : '') +
+          (st.retryRounds
+            ? `; ${st.retryRounds} retry round(s), ${fmt(st.retryAttempts)} retries`
+            : '; no retries'),
+      );
     }
     if (c.attempted) {
       out.push(
@@ -340,7 +347,9 @@ export function htmlReport(r: RunReport): string {
       : '';
     const st = p.storm
       ? `<p>storm: dropped ${fmt(p.storm.dropped)} connections; reconnecting ${fmt(p.storm.attempted)} devices
-         (${fmt(p.storm.connectedAtStart)} were connected, ${fmt(p.storm.notConnectedAtStart)} were not, ${fmt(p.storm.revokedLeftOut)} revoked left out)</p>`
+         (${fmt(p.storm.connectedAtStart)} were connected, ${fmt(p.storm.notConnectedAtStart)} were not, ${fmt(p.storm.revokedLeftOut)} revoked left out);
+         back ${fmt(p.storm.attempted - p.storm.notBack)}/${fmt(p.storm.attempted)}, the last ${fmt(Math.round(p.storm.backAfterMs))} ms after the drop;
+         ${p.storm.retryRounds} retry round(s), ${fmt(p.storm.retryAttempts)} retries</p>`
       : '';
     const ld = p.simLoad
       ? `<p>simulator load: worker CPU mean ${p.simLoad.cpuPctMean}%, max ${p.simLoad.cpuPctMax}% of a core;

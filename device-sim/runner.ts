@@ -18,7 +18,7 @@ import type { IdentitySet } from './identities.ts';
 import type { Operator } from './operator.ts';
 import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
 import type { PhaseReport, RevokeReport, RunReport } from './report.ts';
-import type { Phase, Scenario } from './scenario.ts';
+import { MAX_BACKOFF_MS, type Phase, type Scenario } from './scenario.ts';
 import { newHistogram, PhaseAccumulator, summarize } from './stats.ts';
 import { LoadWorker } from './worker.ts';
 
@@ -138,13 +138,11 @@ function phaseBudgetMs(p: Phase, s: Scenario, devicesPerWorker: number): number 
       return p.durationS * 1000 + t + 10_000;
     case 'storm': {
       const j = p.jitter.distribution === 'none' ? 0 : p.jitter.maxMs;
-      return (
-        200 +
-        j +
-        (p.concurrency ? Math.ceil(devicesPerWorker / p.concurrency) * t : t) +
-        p.settleS * 1000 +
-        5000
-      );
+      const wave = p.concurrency ? Math.ceil(devicesPerWorker / p.concurrency) * t : t;
+      let retries = 0;
+      for (let k = 1; k <= p.retries; k++)
+        retries += Math.min(MAX_BACKOFF_MS, p.backoffMs * 2 ** (k - 1)) + wave;
+      return 200 + j + wave + retries + p.settleS * 1000 + 5000;
     }
   }
 }
@@ -373,6 +371,10 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
             connectedAtStart: sum('connectedAtStart'),
             notConnectedAtStart: sum('notConnectedAtStart'),
             revokedLeftOut: sum('revokedLeftOut'),
+            retryRounds: Math.max(...storms.map((t) => t.retryRounds)),
+            retryAttempts: sum('retryAttempts'),
+            backAfterMs: Math.max(...storms.map((t) => t.backAfterMs)),
+            notBack: sum('notBack'),
           }
         : undefined;
       const simLoad = a.simLoad();

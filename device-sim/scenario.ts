@@ -61,7 +61,16 @@ export interface StormPhase {
   readonly concurrency: number;
   /** Keep the reconnected fleet this long after the last reconnect. */
   readonly settleS: number;
+  /**
+   * Retry rounds for devices whose reconnect failed, as real devices retry: round k waits a random time up
+   * to min(30 s, backoffMs × 2^(k-1)) (full jitter). 0: one attempt each.
+   */
+  readonly retries: number;
+  readonly backoffMs: number;
 }
+
+/** The longest wait before one storm retry round. */
+export const MAX_BACKOFF_MS = 30_000;
 
 export interface RevokePhase {
   readonly type: 'revoke';
@@ -327,7 +336,7 @@ function phase(v: unknown, i: number, devices: number): Phase {
         ...telemetrySpec(v, at),
       };
     case 'storm':
-      onlyKeys(v, at, ['type', 'name', 'resume', 'jitter', 'concurrency', 'settleS']);
+      onlyKeys(v, at, ['type', 'name', 'resume', 'jitter', 'concurrency', 'settleS', 'retries', 'backoffMs']);
       return {
         type: 'storm',
         name,
@@ -340,6 +349,8 @@ function phase(v: unknown, i: number, devices: number): Phase {
           dflt: 0,
         }),
         settleS: num(v, 'settleS', at, { ...durationOpts, dflt: 1 }),
+        retries: num(v, 'retries', at, { min: 0, max: 20, integer: true, dflt: 0 }),
+        backoffMs: num(v, 'backoffMs', at, { min: 10, max: MAX_BACKOFF_MS, integer: true, dflt: 1000 }),
       };
     case 'revoke': {
       onlyKeys(v, at, ['type', 'name', 'count', 'atS', 'durationS', 'reason', 'telemetry']);

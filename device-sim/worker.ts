@@ -9,7 +9,14 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Packet } from 'mqtt-packet';
 import { type Connection, connectMqtt, now, publishPacket, usSince } from './client.ts';
 import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
-import { fillTopic, type Jitter, type Phase, type TelemetrySpec } from './scenario.ts';
+import {
+  fillTopic,
+  type Jitter,
+  MAX_BACKOFF_MS,
+  type Phase,
+  type StormPhase,
+  type TelemetrySpec,
+} from './scenario.ts';
 import { IntervalRecorder, type WorkerLoad } from './stats.ts';
 
 interface Device {
@@ -177,7 +184,7 @@ export class LoadWorker {
           else await this.sleep(Math.min(phase.durationS * 1000, deadline - Date.now()));
           break;
         case 'storm':
-          storm = await this.storm(phase.jitter, phase.resume, phase.concurrency, deadline);
+          storm = await this.storm(phase, deadline);
           await this.sleep(Math.min(phase.settleS * 1000, deadline - Date.now()));
           break;
       }
@@ -335,31 +342,78 @@ export class LoadWorker {
    * revoked ones, whether or not it was connected when the storm started: after an outage the whole fleet
    * reconnects, including devices that had failed before.
    */
-  private async storm(
-    jitter: Jitter,
-    resume: boolean,
-    concurrency: number,
-    deadline: number,
-  ): Promise<StormTargets> {
+  private async storm(phase: StormPhase, deadline: number): Promise<StormTargets> {
+    const { resume, concurrency } = phase;
     const live = this.devices.filter((d) => d.conn);
+    const droppedAt = Date.now();
     for (const d of live) {
       d.conn!.destroy();
       d.conn = undefined;
       d.inflight.clear();
     }
     const targets = this.devices.filter((d) => !d.victim);
-    const info: StormTargets = {
-      dropped: live.length,
-      attempted: targets.length,
-      connectedAtStart: live.filter((d) => !d.victim).length,
-      notConnectedAtStart: targets.length - live.filter((d) => !d.victim).length,
-      revokedLeftOut: this.devices.length - targets.length,
-    };
+    const wasLive = live.filter((d) => !d.victim).length;
     // Let the broker see the closes before the wave comes back.
     await this.sleep(200);
+    let lastBack = -1;
+    const onBack = () => {
+      lastBack = Date.now();
+    };
+    let failed = await this.wave(
+      targets,
+      (start) => start + sampleJitter(phase.jitter),
+      resume,
+      concurrency,
+      deadline,
+      onBack,
+    );
+    // Retry rounds, as devices retry after a failure: exponential backoff with full jitter, bounded in
+    // rounds and by the phase deadline.
+    let rounds = 0;
+    let retryAttempts = 0;
+    for (let k = 1; k <= phase.retries && failed.length && !this.aborted && Date.now() < deadline; k++) {
+      rounds++;
+      retryAttempts += failed.length;
+      const cap = Math.min(MAX_BACKOFF_MS, phase.backoffMs * 2 ** (k - 1));
+      failed = await this.wave(
+        failed,
+        (start) => start + Math.random() * cap,
+        resume,
+        concurrency,
+        deadline,
+        onBack,
+      );
+    }
+    return {
+      dropped: live.length,
+      attempted: targets.length,
+      connectedAtStart: wasLive,
+      notConnectedAtStart: targets.length - wasLive,
+      revokedLeftOut: this.devices.length - targets.length,
+      retryRounds: rounds,
+      retryAttempts,
+      backAfterMs: lastBack < 0 ? -1 : lastBack - droppedAt,
+      notBack: targets.filter((d) => !d.conn).length,
+    };
+  }
+
+  /**
+   * One wave of reconnects, each device at the time `at` gives it (open loop), at most `concurrency` in
+   * flight when set. Resolves, once every attempt settled or the deadline passed, with the devices whose
+   * attempt failed.
+   */
+  private async wave(
+    devices: Device[],
+    at: (start: number) => number,
+    resume: boolean,
+    concurrency: number,
+    deadline: number,
+    onBack: () => void,
+  ): Promise<Device[]> {
     const start = Date.now();
-    const order = targets.map((d) => ({ d, at: start + sampleJitter(jitter) })).sort((a, b) => a.at - b.at);
-    const inflight = new Set<Promise<string | null>>();
+    const order = devices.map((d) => ({ d, at: at(start) })).sort((a, b) => a.at - b.at);
+    const failed: Device[] = [];
+    const inflight = new Set<Promise<unknown>>();
     let next = 0;
     while (next < order.length && !this.aborted && Date.now() < deadline) {
       const nowMs = Date.now();
@@ -368,7 +422,11 @@ export class LoadWorker {
         order[next]!.at <= nowMs &&
         (concurrency === 0 || inflight.size < concurrency)
       ) {
-        const p = this.connectOne(order[next++]!.d, resume);
+        const d = order[next++]!.d;
+        const p = this.connectOne(d, resume).then((cause) => {
+          if (cause === null && d.conn) onBack();
+          else if (cause !== null) failed.push(d);
+        });
         inflight.add(p);
         void p.finally(() => inflight.delete(p));
       }
@@ -377,7 +435,7 @@ export class LoadWorker {
       else await this.sleep(wait);
     }
     await Promise.race([Promise.all(inflight), this.sleep(Math.max(0, deadline - Date.now()))]);
-    return info;
+    return failed;
   }
 
   // ---------------------------------------------------------------------------------------------- telemetry

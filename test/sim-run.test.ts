@@ -143,6 +143,51 @@ describe('refusals by cause, storms over the whole fleet', () => {
     }
   });
 
+  it('storm retries: devices refused at admission retry with backoff until the whole fleet is back', async () => {
+    const { startBroker } = await import('./helpers/broker.ts');
+    const tight = await startBroker(bed.ca, bed.registry, {
+      limits: { connectRatePerS: 4, connectBurst: 8 },
+    });
+    try {
+      const identities = await bed.identities(8, { idPrefix: 'rty-' });
+      const scenario = parseScenario({
+        devices: 8,
+        observer: false,
+        phases: [
+          { type: 'connect', concurrency: 8 },
+          {
+            type: 'storm',
+            name: 'storm',
+            jitter: { distribution: 'none' },
+            retries: 8,
+            backoffMs: 250,
+            settleS: 0,
+          },
+        ],
+      });
+      const report = await runScenario({
+        scenario,
+        identities,
+        target: { ...bed.target, port: tight.port },
+        inProcess: true,
+      });
+      expect(report.phases[0]!.counts).toMatchObject({ connected: 8, failed: 0 });
+      const storm = report.phases[1]!;
+      const st = storm.storm!;
+      // The bucket was empty: most of the wave was refused before TLS, and came back by retrying.
+      expect(storm.errors.refused_before_tls).toBeGreaterThan(0);
+      expect(Object.keys(storm.errors)).toEqual(['refused_before_tls']);
+      expect(st).toMatchObject({ attempted: 8, notBack: 0 });
+      expect(st.retryRounds).toBeGreaterThan(0);
+      expect(storm.counts.attempted).toBe(8 + st.retryAttempts);
+      expect(storm.counts.connected).toBe(8);
+      expect(st.backAfterMs).toBeGreaterThan(0);
+      expect(storm.open).toBe(8);
+    } finally {
+      await tight.broker.stop();
+    }
+  });
+
   it('a server that accepts TCP but never answers the ClientHello: timeout_tls_server_silent', async () => {
     const { createServer } = await import('node:net');
     const { createSecureContext } = await import('node:tls');
@@ -186,12 +231,14 @@ describe('refusals by cause, storms over the whole fleet', () => {
     const report = await runScenario({ scenario, identities, target: bed.target, inProcess: true });
     expect(report.phases[0]!.open).toBe(10);
     const storm = report.phases[1]!;
-    expect(storm.storm).toEqual({
+    expect(storm.storm).toMatchObject({
       dropped: 10,
       attempted: 20,
       connectedAtStart: 10,
       notConnectedAtStart: 10,
       revokedLeftOut: 0,
+      retryRounds: 0,
+      notBack: 0,
     });
     expect(storm.counts).toMatchObject({ attempted: 20, connected: 20, failed: 0 });
     // Only the ten that had a session could resume it.

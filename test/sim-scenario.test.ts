@@ -365,3 +365,19 @@ describe('what the machine and the broker say about a phase', () => {
     expect(parseSimFlags(['--broker-metrics', 'off']).brokerMetrics).toBe('off');
   });
 });
+
+describe('storm retries', () => {
+  it('--storm-retries sets the retry rounds of every storm phase and needs --storm', () => {
+    const f = parseSimFlags(['--storm', 'both', '--storm-retries', '3']);
+    expect(
+      f.phases!.filter((p) => p.type === 'storm').map((p) => (p as { retries: number }).retries),
+    ).toEqual([3, 3]);
+    expect(() => parseSimFlags(['--storm-retries', '3'])).toThrow(FlagError);
+    expect(() => parseSimFlags(['--storm', 'full', '--storm-retries', '21'])).toThrow(FlagError);
+    expect(parseScenario({ phases: [{ type: 'storm' }] }).phases[0]).toMatchObject({
+      retries: 0,
+      backoffMs: 1000,
+    });
+    expect(() => parseScenario({ phases: [{ type: 'storm', backoffMs: 5 }] })).toThrow(ScenarioError);
+  });
+});
