@@ -78,6 +78,14 @@ export interface BrokerConfig {
     /** New connections admitted per second (token bucket); 0 disables. */
     readonly connectRatePerS: number;
     readonly connectBurst: number;
+    /**
+     * TLS handshakes allowed in progress at once; a connection past it is closed at accept, before any
+     * TLS byte, so in a reconnect storm the excess gets a fast refusal to retry instead of waiting in the
+     * kernel's accept queue until it times out (the event loop finishes fewer handshakes than arrive).
+     */
+    readonly maxHandshakesInFlight: number;
+    /** listen(2) backlog: room for a storm's burst of SYNs while handshakes are admitted. */
+    readonly listenBacklog: number;
     readonly maxPacketBytes: number;
     /** CONNECT keepalive below this is refused; 0 (none) or above max runs with the max as idle limit. */
     readonly keepaliveMinS: number;
@@ -133,6 +141,8 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
     maxConnections: 18_000,
     connectRatePerS: 500,
     connectBurst: 1000,
+    maxHandshakesInFlight: 256,
+    listenBacklog: 4096,
     maxPacketBytes: 256 * 1024,
     keepaliveMinS: 5,
     keepaliveMaxS: 1200,
@@ -580,15 +590,34 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   server.maxConnections = lim.maxConnections;
   server.on('drop', () => metrics.admissionRefused.inc({ reason: 'max_connections' }));
   // Admission before the handshake: a refused connection costs an accept and a close, not a handshake.
+  let handshakesInFlight = 0;
   server.prependListener('connection', (sock) => {
-    if (!admission.take()) {
-      metrics.admissionRefused.inc({ reason: 'rate_limited' });
+    const refusal =
+      handshakesInFlight >= lim.maxHandshakesInFlight
+        ? 'handshakes_in_flight'
+        : !admission.take()
+          ? 'rate_limited'
+          : undefined;
+    if (refusal) {
+      metrics.admissionRefused.inc({ reason: refusal });
       (sock as { fleetRefused?: boolean }).fleetRefused = true;
       sock.destroy();
+      return;
     }
+    // Every admitted connection ends its handshake in exactly one of 'secureConnection' or
+    // 'tlsClientError' (which also reports a peer that hangs up or times out before finishing).
+    handshakesInFlight++;
+    let counted = true;
+    (sock as { fleetHandshakeDone?: () => void }).fleetHandshakeDone = () => {
+      if (counted) {
+        counted = false;
+        handshakesInFlight--;
+      }
+    };
   });
   const handshakeOk = metrics.handshakes.labels({ outcome: 'ok' });
   server.on('secureConnection', (sock: TLSSocket & { [PEER]?: PeerVerdict }) => {
+    (sock as { _parent?: { fleetHandshakeDone?: () => void } })._parent?.fleetHandshakeDone?.();
     // The peer certificate is decided here, before aedes reads a byte (client-verify.ts): once per
     // distinct certificate, its validity against the clock on every connection, resumed or not.
     let cert: X509Certificate | undefined;
@@ -625,7 +654,9 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       })
     : server;
   server.on('tlsClientError', (err: NodeJS.ErrnoException, sock) => {
-    if ((sock as { _parent?: { fleetRefused?: boolean } })._parent?.fleetRefused) return;
+    const raw = (sock as { _parent?: { fleetRefused?: boolean; fleetHandshakeDone?: () => void } })._parent;
+    raw?.fleetHandshakeDone?.();
+    if (raw?.fleetRefused) return;
     const outcome = handshakeFailure(err);
     metrics.handshakes.inc({ outcome });
     log.debug({ event: 'tls_handshake_failed', outcome, code: err.code, remote: sock.remoteAddress });
@@ -780,7 +811,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       }
       await new Promise<void>((resolve, reject) => {
         listener.once('error', reject);
-        listener.listen(config.port, config.host, () => {
+        listener.listen({ port: config.port, host: config.host, backlog: lim.listenBacklog }, () => {
           listener.off('error', reject);
           resolve();
         });
