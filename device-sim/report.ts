@@ -375,10 +375,34 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 <h1>fleet sim: ${r.devices} devices → ${esc(r.target.host)}:${r.target.port}${r.interrupted ? ' (interrupted)' : ''}</h1>
 <p>${esc(r.startedAt)} · ${(r.durationMs / 1000).toFixed(1)} s · ${esc(r.keyType)} keys · ${r.workers} worker(s) ·
 ${r.sourceAddresses || 'default'} source address(es) · observer: ${esc(r.observer)}</p>
-${r.notes ? `<pre>${esc(JSON.stringify(r.notes, null, 2))}</pre>` : ''}
+${r.notes ? notesHtml(r.notes) : ''}
 ${sections.join('\n')}
 </body></html>
 `;
+}
+
+/** Notes a caller attached (the bench's broker CPU per phase): a list of rows as a table, the rest as lines. */
+function notesHtml(notes: Record<string, unknown>): string {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(notes)) {
+    const rows =
+      Array.isArray(value) && value.every((v) => v !== null && typeof v === 'object') ? value : undefined;
+    if (rows && rows.length > 0) {
+      const cols = [...new Set(rows.flatMap((r) => Object.keys(r as object)))];
+      const cell = (v: unknown) => esc(typeof v === 'number' ? fmt(v) : String(v ?? ''));
+      parts.push(
+        `<table><caption>${esc(key)}</caption><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join('')}</tr>${rows
+          .map(
+            (r) =>
+              `<tr>${cols.map((c) => `<td>${cell((r as Record<string, unknown>)[c])}</td>`).join('')}</tr>`,
+          )
+          .join('')}</table>`,
+      );
+    } else {
+      parts.push(`<p>${esc(key)}: ${esc(typeof value === 'string' ? value : JSON.stringify(value))}</p>`);
+    }
+  }
+  return parts.join('\n');
 }
 
 /** Writes report.json, summary.txt and report.html into `dir`; returns their paths. */
