@@ -1450,8 +1450,6 @@ export class Registry {
       }
       merged.set(key, row);
     }
-    const stateAt = sql`greatest(excluded.connected_at, excluded.disconnected_at)`;
-    const oldStateAt = sql`coalesce(greatest(${presence.connectedAt}, ${presence.disconnectedAt}), '-infinity'::timestamptz)`;
     const newerConnect = sql`excluded.connected_at is not null and excluded.connected_at >= coalesce(${presence.connectedAt}, '-infinity'::timestamptz)`;
     for (const part of chunks([...merged.values()])) {
       await this.db
@@ -1460,14 +1458,16 @@ export class Registry {
         .onConflictDoUpdate({
           target: [presence.kind, presence.id],
           set: {
-            // A device that moved nodes is disconnected by its old node after the new node's connect:
-            // that disconnect must not end its presence. A batch with its own newer connect decides
-            // for itself; a disconnect alone counts only from the node of the latest connect.
+            // Presence belongs to the node of the latest connect. A device that moved nodes is
+            // disconnected by its old node after the new node's connect, and the two nodes' batches
+            // arrive in either order: a batch with the latest connect decides for itself, and a
+            // disconnect alone ends the presence only when it comes from that node, after that connect.
             connected: sql`case
-              when ${stateAt} is null or ${stateAt} < ${oldStateAt} then ${presence.connected}
               when ${newerConnect} then excluded.connected
-              when ${presence.brokerNode} is null or excluded.broker_node is null
-                or excluded.broker_node = ${presence.brokerNode} then excluded.connected
+              when excluded.disconnected_at is not null
+                and excluded.disconnected_at >= coalesce(${presence.connectedAt}, '-infinity'::timestamptz)
+                and (${presence.brokerNode} is null or excluded.broker_node is null
+                  or excluded.broker_node = ${presence.brokerNode}) then false
               else ${presence.connected} end`,
             lastSeen: sql`greatest(${presence.lastSeen}, excluded.last_seen)`,
             connectedAt: sql`greatest(${presence.connectedAt}, excluded.connected_at)`,

@@ -734,6 +734,25 @@ describe.each(backends)('registry on $name', (backend) => {
       expect(await reg.getPresence('device', b)).toMatchObject({ connected: false, lastSeen: t(6) });
     });
 
+    it.each([
+      ['the new node flushes first', ['b', 'a'] as const],
+      ['the old node flushes first', ['a', 'b'] as const],
+    ])('presence follows the node of the latest connect when a device moves (%s)', async (_name, order) => {
+      const id = uid('mover');
+      const t = (s: number) => new Date(Date.UTC(2030, 0, 2, 0, 0, s));
+      await reg.recordPresence([{ kind: 'device', id, event: 'connect', at: t(1), brokerNode: 'node-a' }]);
+      // The device reconnects to node-b at t(5); node-a sees its old connection close just after, at t(6).
+      const batches = {
+        b: [{ kind: 'device' as const, id, event: 'connect' as const, at: t(5), brokerNode: 'node-b' }],
+        a: [{ kind: 'device' as const, id, event: 'disconnect' as const, at: t(6), brokerNode: 'node-a' }],
+      };
+      for (const node of order) await reg.recordPresence(batches[node]);
+      expect(await reg.getPresence('device', id)).toMatchObject({ connected: true, brokerNode: 'node-b' });
+      // node-b's own disconnect does end it.
+      await reg.recordPresence([{ kind: 'device', id, event: 'disconnect', at: t(9), brokerNode: 'node-b' }]);
+      expect(await reg.getPresence('device', id)).toMatchObject({ connected: false, brokerNode: 'node-b' });
+    });
+
     it('appends and lists audit entries filtered by actor, subject, action and time, newest first', async () => {
       const actor = `operator:${uid('aud')}`;
       const t0 = new Date(Date.now() - 1000);
