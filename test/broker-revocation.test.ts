@@ -32,7 +32,12 @@ beforeAll(async () => {
   ca = await makeCa(`${tmp.dir}/fleet`);
   db = await openTestRegistry();
   reg = db.registry;
-  ({ broker, port } = await startBroker(ca, reg, { presence: { flushMs: 50 } }));
+  // The periodic resync is pushed out of reach, so a close within the bounds below can only come from the
+  // change feed. The bounds are hang guards, not speed claims: revoke-to-close is measured in bench:broker.
+  ({ broker, port } = await startBroker(ca, reg, {
+    presence: { flushMs: 50 },
+    revocation: { resyncMs: 600_000 },
+  }));
 });
 
 afterAll(async () => {
@@ -50,22 +55,22 @@ async function connected(id: string): Promise<MqttClient> {
 
 describe('a live session', () => {
   it.each([
-    ['is closed within 500 ms when its device is revoked', 'live-revoked', 'revoked'],
-    ['is closed within 500 ms when its device is suspended', 'live-suspended', 'suspended'],
+    ['is closed on the change feed when its device is revoked', 'live-revoked', 'revoked'],
+    ['is closed on the change feed when its device is suspended', 'live-suspended', 'suspended'],
   ] as const)('%s', async (_name, id, status) => {
     const client = await connected(id);
-    const closed = closedWithin(client, 500);
+    const closed = closedWithin(client, 10_000);
     await setStatus(reg, 'device', id, status);
     await closed;
     const again = await tryConnect(port, ca, undefined, {});
     expect(again.outcome).toBe('closed');
   });
 
-  it('is closed within 500 ms when its certificate alone is revoked', async () => {
+  it('is closed on the change feed when its certificate alone is revoked', async () => {
     const creds = await enroll(reg, ca, 'device', 'live-cert');
     const r = await tryConnect(port, ca, creds);
     expect(r.outcome).toBe('connected');
-    const closed = closedWithin((r as { client: MqttClient }).client, 500);
+    const closed = closedWithin((r as { client: MqttClient }).client, 10_000);
     await reg.revokeCertificate({ serial: creds.serial, actor: 'operator:test' });
     await closed;
     expect(await tryConnect(port, ca, creds)).toEqual({ outcome: 'connack', code: 5 });
@@ -74,7 +79,7 @@ describe('a live session', () => {
   it('of another device stays open', async () => {
     const bystander = await connected('bystander');
     const victim = await connected('victim');
-    const closed = closedWithin(victim, 500);
+    const closed = closedWithin(victim, 10_000);
     await setStatus(reg, 'device', 'victim', 'revoked');
     await closed;
     expect(bystander.connected).toBe(true);
