@@ -1,9 +1,10 @@
 /** The `fleet` subcommands. Each parses its own flags and prints text, or JSON with --json. */
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
+import { exists } from '../pki/files.ts';
 import { certToPem } from '../pki/x509.ts';
 import { currentCrl } from '../provisioning/crl.ts';
 import { Issuance } from '../provisioning/issuance.ts';
@@ -54,15 +55,6 @@ function print(ctx: CommandContext, json: unknown, text: string): void {
   ctx.out.write(
     ctx.config.json ? `${JSON.stringify(json, null, 2)}\n` : text.endsWith('\n') ? text : `${text}\n`,
   );
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function openCaFor(config: FleetConfig): Promise<CertificateAuthority> {

@@ -15,12 +15,13 @@
  * the station's certificate, the same library and the same trust. TLS verification is never relaxed.
  */
 import { generateKeyPair, type KeyObject } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { buildCsr } from '../pki/csr-build.ts';
 import * as der from '../pki/der.ts';
 import { FleetError } from '../pki/errors.ts';
+import { exists, writeAtomic } from '../pki/files.ts';
 import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
 import { SimError } from './errors.ts';
 import type { Enroller, EnrollOutcome, EnrollRequest } from './identities.ts';
@@ -78,22 +79,6 @@ export async function probeApi(
   } finally {
     await agent.close();
   }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode });
-  await chmod(tmp, mode);
-  await rename(tmp, path);
 }
 
 function newKey(): Promise<KeyObject> {

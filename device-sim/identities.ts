@@ -13,10 +13,11 @@
  * registry (the embedded default and tests).
  */
 import { createHash, createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildCsr } from '../pki/csr-build.ts';
 import * as der from '../pki/der.ts';
+import { exists, writeAtomic } from '../pki/files.ts';
 import { SimError } from './errors.ts';
 import { deviceId, type KeyType } from './scenario.ts';
 
@@ -67,22 +68,6 @@ interface Manifest {
   product: string;
   rootSha256: string;
   createdAt: string;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode });
-  await chmod(tmp, mode);
-  await rename(tmp, path);
 }
 
 export function pemSha256(pem: string): string {

@@ -4,10 +4,11 @@
  * behind the KeyStore interface.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
+import { exists, writeAtomic } from './files.ts';
 import type { KeyAlgorithm, KeyStore, Signer } from './keystore.ts';
 import {
   buildCaCertificate,
@@ -82,21 +83,6 @@ export class CertificateAuthority {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function writeNew(path: string, data: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode: 0o644 });
-  await rename(tmp, path);
-}
-
 function makeIssuers(
   config: CaConfig,
   device: { signer: Signer; cert: Buffer },
@@ -160,9 +146,9 @@ export async function createCa(dir: string, keys: KeyStore, config: CaConfig): P
   const infra = await inter('infrastructure', `${org} Infrastructure CA`);
   // Intermediates first, root last: caExists() keys on the root file, so a crash mid-way leaves no root
   // and the next createCa reports the leftover keys instead of pretending a CA exists.
-  await writeNew(join(dir, CERT_FILES.device), certToPem(device.cert));
-  await writeNew(join(dir, CERT_FILES.infrastructure), certToPem(infra.cert));
-  await writeNew(join(dir, CERT_FILES.root), certToPem(root));
+  await writeAtomic(join(dir, CERT_FILES.device), certToPem(device.cert), 0o644);
+  await writeAtomic(join(dir, CERT_FILES.infrastructure), certToPem(infra.cert), 0o644);
+  await writeAtomic(join(dir, CERT_FILES.root), certToPem(root), 0o644);
   return new CertificateAuthority(root, makeIssuers(config, device, infra), rootSigner);
 }
 
