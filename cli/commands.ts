@@ -3,14 +3,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { caConfigFrom, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
 import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
 import { exists } from '../pki/files.ts';
 import { certToPem } from '../pki/x509.ts';
 import { currentCrl } from '../provisioning/crl.ts';
 import { Issuance } from '../provisioning/issuance.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
-import type { FleetConfig } from './config.ts';
-import { caConfigFrom, keyStoreFor, paths } from './context.ts';
 import { DEVICE_OPERATOR_SUB, OPERATOR_COMMANDS } from './operator.ts';
 
 export class UsageError extends Error {}

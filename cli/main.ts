@@ -6,9 +6,9 @@
 import 'reflect-metadata';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/index.ts';
 import { FleetError } from '../pki/errors.ts';
 import { COMMANDS, type CommandContext, UsageError, usage } from './commands.ts';
-import { loadConfig } from './config.ts';
 
 export interface CliIo {
   out: NodeJS.WritableStream;

@@ -21,6 +21,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { type FleetConfig, paths } from '../config/index.ts';
 import { isRevocationReason, OPERATOR_REASONS } from '../pki/crl.ts';
 import { csrToDer } from '../pki/csr.ts';
 import { buildCsr } from '../pki/csr-build.ts';
@@ -30,8 +31,6 @@ import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
 import { checkDeviceRequest } from '../provisioning/issuance.ts';
 import { runProvisioning, startProvisioning } from '../provisioning/main.ts';
 import { type Command, type CommandContext, UsageError } from './commands.ts';
-import type { FleetConfig } from './config.ts';
-import { paths } from './context.ts';
 
 type Values = Record<string, string | boolean | undefined>;
 

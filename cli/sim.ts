@@ -7,6 +7,7 @@ import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
+import type { FleetConfig } from '../config/index.ts';
 import { SimError } from '../device-sim/errors.ts';
 import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
 import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../device-sim/http.ts';
@@ -23,7 +24,6 @@ import { textSummary, writeReports } from '../device-sim/report.ts';
 import { type RunTarget, runScenario } from '../device-sim/runner.ts';
 import { parseScenario, type Scenario } from '../device-sim/scenario.ts';
 import type { Command, CommandContext } from './commands.ts';
-import type { FleetConfig } from './config.ts';
 
 /** Builds the scenario: the file (if any) with flag overrides, or the phases the flags describe. */
 export async function scenarioFrom(flags: SimFlags): Promise<Scenario> {
@@ -212,7 +212,7 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
     import('../pki/ca.ts'),
     import('../registry/index.ts'),
     import('../device-sim/local.ts'),
-    import('./context.ts'),
+    import('../config/index.ts'),
   ]);
   const { keys } = await keyStoreFor(config);
   const ca = (await openCa(paths(dataDir).ca, keys, caConfigFrom(config))).ca;

@@ -8,14 +8,13 @@ import { ensureTicketKeys, readTicketKeys, redisCluster } from '../broker/cluste
 import { brokerConfig, DEFAULT_BROKER_CONFIG } from '../broker/index.ts';
 import { runBroker } from '../broker/main.ts';
 import { fromRegistry } from '../broker/registry.ts';
+import { caConfigFrom, type FleetConfig, keyStoreFor, paths, ticketKeysPath } from '../config/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { openCa } from '../pki/ca.ts';
 import { buildProvisioning } from '../provisioning/index.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { initDataDir } from './commands.ts';
-import type { FleetConfig } from './config.ts';
-import { caConfigFrom, keyStoreFor, paths } from './context.ts';
 
 export interface Service {
   name: string;
@@ -39,9 +38,6 @@ export async function openRuntime(config: FleetConfig): Promise<Runtime> {
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   return { config, ca, registry, logger };
 }
-
-/** Where the embedded default keeps its generated TLS ticket keys. */
-export const ticketKeysPath = (dataDir: string) => join(paths(dataDir).secrets, 'tls-ticket-keys');
 
 /**
  * The broker on this runtime. With REDIS_URL it is one node of a cluster: the message bus and sessions in

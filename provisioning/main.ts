@@ -6,8 +6,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import pino, { type Logger } from 'pino';
-import { type FleetConfig, loadConfig } from '../cli/config.ts';
-import { caConfigFrom, keyStoreFor, paths } from '../cli/context.ts';
+import { caConfigFrom, type FleetConfig, keyStoreFor, loadConfig, paths } from '../config/index.ts';
 import { loadCa } from '../pki/ca.ts';
 import { openRegistry } from '../registry/index.ts';
 import { buildProvisioning, type Provisioning } from './index.ts';

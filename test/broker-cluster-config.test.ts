@@ -18,8 +18,8 @@ import {
   redisOptionsFromUrl,
 } from '../broker/cluster.ts';
 import { initDataDir } from '../cli/commands.ts';
-import { loadConfig } from '../cli/config.ts';
-import { openRuntime, startBroker, ticketKeysPath } from '../cli/up.ts';
+import { openRuntime, startBroker } from '../cli/up.ts';
+import { loadConfig, ticketKeysPath } from '../config/index.ts';
 import { enroll, rawConnect, silentLogger } from './helpers/broker.ts';
 
 let dir: string;

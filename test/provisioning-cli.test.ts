@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../cli/config.ts';
 import { runCli } from '../cli/main.ts';
+import { loadConfig } from '../config/index.ts';
 import { type RunningProvisioning, startProvisioning } from '../provisioning/main.ts';
 import { csrPem, generateKey, nodeCsr } from './helpers/pki.ts';
 

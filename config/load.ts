@@ -1,10 +1,10 @@
 /**
- * Configuration, parsed once from the environment and flags into a frozen, typed object at the top and
- * passed down. Nothing below `main` reads process.env.
+ * Configuration, parsed once from the environment and flags into a frozen, typed object at the top (a
+ * `main`: cli/main.ts, provisioning/main.ts) and passed down. Nothing below a `main` reads process.env.
  */
 import { resolve } from 'node:path';
-import { FleetError } from '../pki/errors.ts';
 import type { KeyAlgorithm } from '../pki/keystore.ts';
+import { ConfigError } from './errors.ts';
 
 export interface FleetConfig {
   readonly dataDir: string;
@@ -41,13 +41,6 @@ export interface FleetConfig {
   readonly brokerKeyFile: string | undefined;
   /** Extra names for an issued broker certificate: the name devices dial, e.g. the load balancer's (FLEET_BROKER_SERVER_NAMES, comma-separated). */
   readonly brokerServerNames: readonly string[];
-}
-
-export class ConfigError extends FleetError {
-  constructor(message: string, details?: Record<string, unknown>) {
-    super('CONFIG_INVALID', message, { details });
-    this.name = 'ConfigError';
-  }
 }
 
 function port(env: Record<string, string | undefined>, name: string, dflt: number): number {

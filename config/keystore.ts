@@ -1,35 +1,14 @@
 /**
- * Opens what a command needs from the data directory: the CA (behind its key store) and the registry.
- * The embedded default keeps a generated CA passphrase in data/secrets/ (0600); production supplies its
- * own through FLEET_CA_PASSPHRASE or FLEET_CA_PASSPHRASE_FILE.
+ * The CA key store this configuration chooses, and its passphrase. The embedded default keeps a generated
+ * CA passphrase in data/secrets/ (0600); production supplies its own through FLEET_CA_PASSPHRASE or
+ * FLEET_CA_PASSPHRASE_FILE. Today the only key store is the encrypted-file one (pki/keystore.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type CaConfig, DEFAULT_CA_CONFIG } from '../pki/ca.ts';
 import { FleetError } from '../pki/errors.ts';
 import { FileKeyStore } from '../pki/keystore.ts';
-import type { FleetConfig } from './config.ts';
-
-export const paths = (dataDir: string) => ({
-  ca: join(dataDir, 'ca'),
-  caKeys: join(dataDir, 'ca', 'keys'),
-  secrets: join(dataDir, 'secrets'),
-  passphrase: join(dataDir, 'secrets', 'ca-passphrase'),
-  operator: join(dataDir, 'operator'),
-  broker: join(dataDir, 'broker'),
-  crl: join(dataDir, 'crl'),
-});
-
-export function caConfigFrom(config: FleetConfig): CaConfig {
-  return {
-    ...DEFAULT_CA_CONFIG,
-    organization: config.organization,
-    algorithm: config.caAlgorithm,
-    publicBaseUrl: config.publicBaseUrl,
-    validityDays: { device: config.deviceValidityDays },
-  };
-}
+import type { FleetConfig } from './load.ts';
+import { paths } from './paths.ts';
 
 export interface PassphraseResult {
   passphrase: string;
