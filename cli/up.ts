@@ -4,14 +4,11 @@
  */
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ensureTicketKeys, readTicketKeys, redisCluster } from '../broker/cluster.ts';
-import { brokerConfig, DEFAULT_BROKER_CONFIG } from '../broker/index.ts';
-import { runBroker } from '../broker/main.ts';
-import { fromRegistry } from '../broker/registry.ts';
-import { caConfigFrom, type FleetConfig, keyStoreFor, paths, ticketKeysPath } from '../config/index.ts';
+import { startBrokerNode } from '../broker/main.ts';
+import { caConfigFrom, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { openCa } from '../pki/ca.ts';
-import { buildProvisioning } from '../provisioning/index.ts';
+import { startProvisioningService } from '../provisioning/main.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { initDataDir } from './commands.ts';
@@ -37,89 +34,6 @@ export async function openRuntime(config: FleetConfig): Promise<Runtime> {
   const logger = pino({ level: config.logLevel }, pino.destination(2));
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   return { config, ca, registry, logger };
-}
-
-/**
- * The broker on this runtime. With REDIS_URL it is one node of a cluster: the message bus and sessions in
- * Redis, aedes' connect notices on so a client id that moves to another node is closed here. Without it,
- * everything stays in memory (the embedded default). Either way the TLS ticket keys come from
- * FLEET_TLS_TICKET_KEYS_FILE, or from data/secrets/ (generated once), so tickets survive a restart.
- */
-export async function startBroker(rt: Runtime): Promise<Service> {
-  const c = rt.config;
-  const log = rt.logger.child({ part: 'broker' });
-  const ticketFile = c.tlsTicketKeysFile ?? ticketKeysPath(c.dataDir);
-  const tickets = c.tlsTicketKeysFile
-    ? { keys: await readTicketKeys(ticketFile), created: false }
-    : await ensureTicketKeys(ticketFile);
-  if (c.redisUrl && !c.tlsTicketKeysFile) {
-    log.warn(
-      { event: 'tls_ticket_keys_not_shared', file: ticketFile },
-      'REDIS_URL is set but FLEET_TLS_TICKET_KEYS_FILE is not: session tickets resume on this node only',
-    );
-  }
-  const nodeId = c.brokerNodeId ?? DEFAULT_BROKER_CONFIG.nodeId;
-  const cluster = c.redisUrl ? await redisCluster({ url: c.redisUrl, nodeId, logger: log }) : undefined;
-  const config = brokerConfig({
-    port: c.mqttPort,
-    nodeId,
-    metrics: { port: c.metricsPort },
-    tls: {
-      ticketKeys: tickets.keys,
-      serverNames: c.brokerServerNames,
-      ...(c.brokerCertFile ? { certFile: c.brokerCertFile, keyFile: c.brokerKeyFile } : {}),
-    },
-    // aedes closes a client id on the other nodes through these notices: needed once nodes share Redis.
-    skipSysConnectNotices: !cluster,
-    proxyProtocol: c.proxyProtocol,
-  });
-  const running = await runBroker(
-    config,
-    {
-      ca: rt.ca,
-      registry: fromRegistry(rt.registry),
-      logger: log,
-      ...(cluster ? { mq: cluster.deps.mq as never, persistence: cluster.deps.persistence as never } : {}),
-    },
-    { onStopped: cluster ? () => cluster.close() : undefined },
-  );
-  return {
-    name: 'broker',
-    describe: () => [
-      `  MQTT broker (mTLS)      mqtts://${c.host}:${running.port}${c.proxyProtocol ? ' (PROXY protocol header required)' : ''}`,
-      `  broker node             ${nodeId}, ${cluster ? 'sessions and message bus in Redis (REDIS_URL)' : 'in memory'}`,
-      `  TLS ticket keys         ${ticketFile}${tickets.created ? ' (created)' : ''}`,
-      ...(running.metricsPort
-        ? [`  metrics (Prometheus)    http://${c.host}:${running.metricsPort}/metrics`]
-        : []),
-    ],
-    stop: () => running.stop(),
-  };
-}
-
-/** The provisioning service on this runtime: the mTLS API and the public CRL/OCSP/CA listener. */
-export async function startProvisioningService(rt: Runtime): Promise<Service> {
-  const c = rt.config;
-  const provisioning = await buildProvisioning(c, {
-    ca: rt.ca,
-    registry: rt.registry,
-    logger: rt.logger.child({ part: 'provisioning' }),
-  });
-  let ports: { apiPort: number; publicPort: number };
-  try {
-    ports = await provisioning.listen();
-  } catch (e) {
-    await provisioning.close();
-    throw e;
-  }
-  return {
-    name: 'provisioning',
-    describe: () => [
-      `  provisioning API (mTLS) https://${c.host}:${ports.apiPort}   (stations, operators, EST)`,
-      `  CRL, OCSP, CA certs     http://${c.host}:${ports.publicPort}/crl/device.crl, /ocsp, /ca/root.crt`,
-    ],
-    stop: () => provisioning.close(),
-  };
 }
 
 function nextSteps(config: FleetConfig): string[] {
@@ -151,8 +65,15 @@ async function runServices(ctx: CommandContext, which: ('broker' | 'provisioning
     await rt.registry.close();
   };
   try {
-    if (which.includes('provisioning')) services.push(await startProvisioningService(rt));
-    if (which.includes('broker')) services.push(await startBroker(rt));
+    if (which.includes('provisioning'))
+      services.push(
+        await startProvisioningService(rt.config, {
+          ca: rt.ca,
+          registry: rt.registry,
+          logger: rt.logger.child({ part: 'provisioning' }),
+        }),
+      );
+    if (which.includes('broker')) services.push(await startBrokerNode(rt.config, rt));
   } catch (e) {
     await stopAll();
     throw e;

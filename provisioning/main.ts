@@ -1,15 +1,17 @@
 /**
- * Starts the provisioning service: `fleet provisioning`, or `tsx provisioning/main.ts` (configuration from
- * the environment, like the CLI: FLEET_DATA_DIR, DATABASE_URL, FLEET_API_PORT, FLEET_PUBLIC_PORT, …).
- * It opens the CA made by `fleet init` (it never creates one) and the registry, listens, and stops cleanly
- * on SIGINT/SIGTERM. The first line it logs with event `provisioning_listening` names the ports bound.
+ * The provisioning service's composition root: `fleet provisioning`, or `tsx provisioning/main.ts`
+ * (configuration from the environment, like the CLI: FLEET_DATA_DIR, DATABASE_URL, FLEET_API_PORT,
+ * FLEET_PUBLIC_PORT, …). It opens the CA made by `fleet init` (it never creates one) and the registry,
+ * listens, and stops cleanly on SIGINT/SIGTERM. The first line it logs with event `provisioning_listening`
+ * names the ports bound. `startProvisioningService()` starts it on a CA and registry the caller owns
+ * (`fleet up` shares them with the broker).
  */
 import { pathToFileURL } from 'node:url';
 import pino, { type Logger } from 'pino';
 import { caConfigFrom, type FleetConfig, keyStoreFor, loadConfig, paths } from '../config/index.ts';
 import { loadCa } from '../pki/ca.ts';
 import { openRegistry } from '../registry/index.ts';
-import { buildProvisioning, type Provisioning } from './index.ts';
+import { buildProvisioning, type Provisioning, type ProvisioningDeps } from './index.ts';
 
 export interface RunningProvisioning {
   provisioning: Provisioning;
@@ -17,6 +19,43 @@ export interface RunningProvisioning {
   stop(): Promise<void>;
 }
 
+/** The service started on a CA and registry its caller owns (and closes). */
+export interface ProvisioningService {
+  readonly name: 'provisioning';
+  readonly provisioning: Provisioning;
+  readonly ports: { apiPort: number; publicPort: number };
+  /** Human lines for the banner (addresses). */
+  describe(): string[];
+  /** Stops both listeners; the registry stays open. */
+  stop(): Promise<void>;
+}
+
+/** Builds the service from the configuration on the given CA and registry and listens. */
+export async function startProvisioningService(
+  config: FleetConfig & { readonly listenHost?: string },
+  deps: ProvisioningDeps,
+): Promise<ProvisioningService> {
+  const provisioning = await buildProvisioning(config, deps);
+  let ports: { apiPort: number; publicPort: number };
+  try {
+    ports = await provisioning.listen();
+  } catch (e) {
+    await provisioning.close();
+    throw e;
+  }
+  return {
+    name: 'provisioning',
+    provisioning,
+    ports,
+    describe: () => [
+      `  provisioning API (mTLS) https://${config.host}:${ports.apiPort}   (stations, operators, EST)`,
+      `  CRL, OCSP, CA certs     http://${config.host}:${ports.publicPort}/crl/device.crl, /ocsp, /ca/root.crt`,
+    ],
+    stop: () => provisioning.close(),
+  };
+}
+
+/** The service on its own: opens the CA (never creating one) and the registry, and listens. */
 export async function startProvisioning(
   config: FleetConfig & { readonly listenHost?: string },
   logger: Logger = pino({ level: config.logLevel, base: { service: 'provisioning' } }),
@@ -28,26 +67,18 @@ export async function startProvisioning(
     dataDir: config.dataDir,
     logger: logger.child({ part: 'registry' }),
   });
-  let provisioning: Provisioning;
+  let service: ProvisioningService;
   try {
-    provisioning = await buildProvisioning(config, { ca, registry, logger });
+    service = await startProvisioningService(config, { ca, registry, logger });
   } catch (e) {
-    await registry.close();
-    throw e;
-  }
-  let ports: { apiPort: number; publicPort: number };
-  try {
-    ports = await provisioning.listen();
-  } catch (e) {
-    await provisioning.close();
     await registry.close();
     throw e;
   }
   return {
-    provisioning,
-    ports,
+    provisioning: service.provisioning,
+    ports: service.ports,
     async stop() {
-      await provisioning.close();
+      await service.stop();
       await registry.close();
     },
   };

@@ -17,8 +17,9 @@ import {
   redisCluster,
   redisOptionsFromUrl,
 } from '../broker/cluster.ts';
+import { startBrokerNode } from '../broker/main.ts';
 import { initDataDir } from '../cli/commands.ts';
-import { openRuntime, startBroker } from '../cli/up.ts';
+import { openRuntime } from '../cli/up.ts';
 import { loadConfig, ticketKeysPath } from '../config/index.ts';
 import { enroll, rawConnect, silentLogger } from './helpers/broker.ts';
 
@@ -156,7 +157,7 @@ describe('fleet broker on the embedded default', () => {
 
     const rt1 = await openRuntime(config);
     rt1.logger.level = 'silent';
-    const s1 = await startBroker(rt1);
+    const s1 = await startBrokerNode(config, rt1);
     const port1 = Number(/mqtts:\/\/[^:]+:(\d+)/.exec(s1.describe().join('\n'))![1]);
     expect(s1.describe().join('\n')).toContain('in memory');
     const dev = await enroll(rt1.registry, rt1.ca, 'device', 'dev-restart');
@@ -169,7 +170,7 @@ describe('fleet broker on the embedded default', () => {
 
     const rt2 = await openRuntime(config);
     rt2.logger.level = 'silent';
-    const s2 = await startBroker(rt2);
+    const s2 = await startBrokerNode(config, rt2);
     try {
       const port2 = Number(/mqtts:\/\/[^:]+:(\d+)/.exec(s2.describe().join('\n'))![1]);
       const second = await rawConnect(port2, rt2.ca, dev, { session: first.session! });
