@@ -1,15 +1,9 @@
 /** The `fleet` subcommands. Each parses its own flags and prints text, or JSON with --json. */
-import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { caConfigFrom, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
-import { type CertificateAuthority, caExists, openCa } from '../pki/ca.ts';
-import { exists } from '../pki/files.ts';
-import { certToPem } from '../pki/x509.ts';
+import type { FleetConfig } from '../config/index.ts';
 import { currentCrl } from '../provisioning/crl.ts';
-import { Issuance } from '../provisioning/issuance.ts';
-import { openRegistry, type Registry } from '../registry/index.ts';
+import { initDataDir, openLocalCa, withRegistry } from '../runtime/index.ts';
 import { DEVICE_OPERATOR_SUB, OPERATOR_COMMANDS } from './operator.ts';
 
 export class UsageError extends Error {}
@@ -25,10 +19,6 @@ export interface Command {
   summary: string;
   run(ctx: CommandContext): Promise<number>;
 }
-
-/** The local operator identity `fleet init` creates; the audit log names it as the actor. */
-export const LOCAL_OPERATOR = 'admin';
-const _LOCAL_ACTOR = `operator:${LOCAL_OPERATOR}`;
 
 /** Parses a subcommand's string flags strictly (an unknown flag is a usage error). */
 function flags(
@@ -54,67 +44,6 @@ function print(ctx: CommandContext, json: unknown, text: string): void {
   ctx.out.write(
     ctx.config.json ? `${JSON.stringify(json, null, 2)}\n` : text.endsWith('\n') ? text : `${text}\n`,
   );
-}
-
-async function openCaFor(config: FleetConfig): Promise<CertificateAuthority> {
-  const { keys } = await keyStoreFor(config);
-  return (await openCa(paths(config.dataDir).ca, keys, caConfigFrom(config))).ca;
-}
-
-async function withRegistry<T>(config: FleetConfig, fn: (r: Registry) => Promise<T>): Promise<T> {
-  const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  try {
-    return await fn(registry);
-  } finally {
-    await registry.close();
-  }
-}
-
-// ------------------------------------------------------------------------------------------------ init
-
-export interface InitResult {
-  dataDir: string;
-  created: string[];
-  ca: { dir: string; root: string; passphraseSource: string };
-  registry: string;
-  operator: { cert: string; key: string };
-}
-
-/** Creates (or finds) the CA, the registry and the local operator credential. Idempotent. */
-export async function initDataDir(config: FleetConfig): Promise<InitResult> {
-  const p = paths(config.dataDir);
-  await mkdir(config.dataDir, { recursive: true });
-  const created: string[] = [];
-  const hadCa = await caExists(p.ca);
-  // A passphrase is generated only for a brand-new CA: an existing one must be opened with its own.
-  const { keys, passphraseSource } = await keyStoreFor(config, !hadCa);
-  if (passphraseSource === 'generated') created.push(p.passphrase);
-  const { ca, created: caCreated } = await openCa(p.ca, keys, caConfigFrom(config));
-  if (caCreated) created.push(p.ca);
-  const opCert = join(p.operator, `${LOCAL_OPERATOR}.crt.pem`);
-  const opKey = join(p.operator, `${LOCAL_OPERATOR}.key.pem`);
-  await withRegistry(config, async (registry) => {
-    if (!(await exists(opCert))) {
-      // The operator key is made here and never leaves the data dir (0600), like an SSH identity.
-      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-      const issued = await new Issuance(ca, registry).issuePrincipal(
-        { kind: 'operator', id: LOCAL_OPERATOR },
-        { spki: publicKey.export({ type: 'spki', format: 'der' }) },
-        'system:init',
-      );
-      await mkdir(p.operator, { recursive: true, mode: 0o700 });
-      await writeFile(opKey, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
-      await writeFile(opCert, certToPem(issued.der) + issued.chain.map(certToPem).join(''), { mode: 0o644 });
-      created.push(opCert);
-    }
-  });
-  return {
-    dataDir: config.dataDir,
-    created,
-    ca: { dir: p.ca, root: join(p.ca, 'root.crt.pem'), passphraseSource },
-    registry: config.databaseUrl ? 'postgresql (DATABASE_URL)' : join(config.dataDir, 'registry'),
-    operator: { cert: opCert, key: opKey },
-  };
 }
 
 const init: Command = {
@@ -169,7 +98,7 @@ const crl: Command = {
     const which = values.ca ?? 'device';
     if (which !== 'device' && which !== 'infrastructure')
       throw new UsageError('--ca must be device or infrastructure');
-    const ca = await openCaFor(ctx.config);
+    const ca = await openLocalCa(ctx.config);
     const built = await withRegistry(ctx.config, (r) => currentCrl(ca, r, which));
     const info = {
       ca: which,

@@ -203,19 +203,12 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
   }
 
   // local: the CA and the registry in this process (the embedded default while no service runs).
-  const [
-    { openCa },
-    { openRegistry },
-    { LocalEnroller, LocalOperator },
-    { keyStoreFor, caConfigFrom, paths },
-  ] = await Promise.all([
-    import('../pki/ca.ts'),
+  const [{ openRegistry }, { LocalEnroller, LocalOperator }, { openLocalCa }] = await Promise.all([
     import('../registry/index.ts'),
     import('../device-sim/local.ts'),
-    import('../config/index.ts'),
+    import('../runtime/index.ts'),
   ]);
-  const { keys } = await keyStoreFor(config);
-  const ca = (await openCa(paths(dataDir).ca, keys, caConfigFrom(config))).ca;
+  const ca = await openLocalCa(config);
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   try {
     const enroller: Enroller = new LocalEnroller(ca, registry);

@@ -3,38 +3,9 @@
  * process, sharing one CA and one registry. It prints what exists and the exact commands to try next.
  */
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
-import { startBrokerNode } from '../broker/main.ts';
-import { caConfigFrom, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
-import { openCa } from '../pki/ca.ts';
-import { startProvisioningService } from '../provisioning/main.ts';
-import { openRegistry, type Registry } from '../registry/index.ts';
+import type { FleetConfig } from '../config/index.ts';
+import { type ServiceName, startServices } from '../runtime/index.ts';
 import type { Command, CommandContext } from './commands.ts';
-import { initDataDir } from './commands.ts';
-
-export interface Service {
-  name: string;
-  /** Human lines for the banner (addresses). */
-  describe(): string[];
-  stop(): Promise<void>;
-}
-
-export interface Runtime {
-  config: FleetConfig;
-  ca: CertificateAuthority;
-  registry: Registry;
-  logger: Logger;
-}
-
-export async function openRuntime(config: FleetConfig): Promise<Runtime> {
-  const { keys } = await keyStoreFor(config);
-  const { ca } = await openCa(paths(config.dataDir).ca, keys, caConfigFrom(config));
-  // Logs go to stderr so the banner on stdout stays readable; they are JSON lines for machines.
-  const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
-  return { config, ca, registry, logger };
-}
 
 function nextSteps(config: FleetConfig): string[] {
   const d = config.dataDir;
@@ -55,29 +26,8 @@ function nextSteps(config: FleetConfig): string[] {
   ];
 }
 
-async function runServices(ctx: CommandContext, which: ('broker' | 'provisioning')[]): Promise<number> {
-  const init = await initDataDir(ctx.config);
-  const rt = await openRuntime(ctx.config);
-  const services: Service[] = [];
-  const stopAll = async () => {
-    for (const s of services.reverse())
-      await s.stop().catch((e) => rt.logger.error({ event: 'stop_failed', service: s.name, err: e }));
-    await rt.registry.close();
-  };
-  try {
-    if (which.includes('provisioning'))
-      services.push(
-        await startProvisioningService(rt.config, {
-          ca: rt.ca,
-          registry: rt.registry,
-          logger: rt.logger.child({ part: 'provisioning' }),
-        }),
-      );
-    if (which.includes('broker')) services.push(await startBrokerNode(rt.config, rt));
-  } catch (e) {
-    await stopAll();
-    throw e;
-  }
+async function runServices(ctx: CommandContext, which: ServiceName[]): Promise<number> {
+  const { init, services, stop: stopAll } = await startServices(ctx.config, which);
   const out = [
     `Fleet is running (data: ${ctx.config.dataDir})`,
     ...init.created.map((c) => `  created ${c}`),

@@ -7,4 +7,4 @@ export { caConfigFrom } from './ca.ts';
 export { ConfigError } from './errors.ts';
 export { caPassphrase, keyStoreFor, type PassphraseResult } from './keystore.ts';
 export { type ConfigFlags, type FleetConfig, loadConfig } from './load.ts';
-export { paths, ticketKeysPath } from './paths.ts';
+export { LOCAL_OPERATOR, paths, ticketKeysPath } from './paths.ts';

@@ -4,12 +4,20 @@
  */
 import { join } from 'node:path';
 
+/** The local operator identity `fleet init` creates; the audit log names it as the actor. */
+export const LOCAL_OPERATOR = 'admin';
+
 export const paths = (dataDir: string) => ({
   ca: join(dataDir, 'ca'),
   caKeys: join(dataDir, 'ca', 'keys'),
+  /** The fleet root certificate (what devices and clients trust). */
+  rootCert: join(dataDir, 'ca', 'root.crt.pem'),
   secrets: join(dataDir, 'secrets'),
   passphrase: join(dataDir, 'secrets', 'ca-passphrase'),
   operator: join(dataDir, 'operator'),
+  /** The local operator's credential (`fleet init`), which the CLI's operator commands use. */
+  operatorCert: join(dataDir, 'operator', `${LOCAL_OPERATOR}.crt.pem`),
+  operatorKey: join(dataDir, 'operator', `${LOCAL_OPERATOR}.key.pem`),
   broker: join(dataDir, 'broker'),
   crl: join(dataDir, 'crl'),
 });

@@ -18,9 +18,8 @@ import {
   redisOptionsFromUrl,
 } from '../broker/cluster.ts';
 import { startBrokerNode } from '../broker/main.ts';
-import { initDataDir } from '../cli/commands.ts';
-import { openRuntime } from '../cli/up.ts';
 import { loadConfig, ticketKeysPath } from '../config/index.ts';
+import { initDataDir, openRuntime } from '../runtime/index.ts';
 import { enroll, rawConnect, silentLogger } from './helpers/broker.ts';
 
 let dir: string;

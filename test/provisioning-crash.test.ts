@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { initDataDir } from '../cli/commands.ts';
 import { caConfigFrom, type FleetConfig, keyStoreFor, loadConfig, paths } from '../config/index.ts';
 import { loadCa } from '../pki/ca.ts';
 import { certToPem } from '../pki/x509.ts';
 import { Issuance } from '../provisioning/issuance.ts';
 import { openRegistry } from '../registry/index.ts';
+import { initDataDir } from '../runtime/index.ts';
 import { csrPem, generateKey, nodeCsr } from './helpers/pki.ts';
 import { backends } from './helpers/provisioning.ts';
 
