@@ -8,7 +8,8 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/index.ts';
 import { FleetError } from '../pki/errors.ts';
-import { COMMANDS, type CommandContext, UsageError, usage } from './commands.ts';
+import { type CommandContext, UsageError } from './command.ts';
+import { COMMANDS, usage } from './table.ts';
 
 export interface CliIo {
   out: NodeJS.WritableStream;
@@ -34,8 +35,8 @@ export async function runCli(
       io.out.write(usage());
       return name || values.help ? 0 : 2;
     }
-    const cmd = COMMANDS[name];
-    if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
+    const entry = COMMANDS[name];
+    if (!entry) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
     const config = loadConfig(env, {
       data: typeof values.data === 'string' ? values.data : undefined,
       json,
@@ -46,7 +47,8 @@ export async function runCli(
       out: io.out,
       err: io.err,
     };
-    return await cmd.run(ctx);
+    const { command } = await entry.load();
+    return await command.run(ctx);
   } catch (e) {
     if (e instanceof UsageError) {
       io.err.write(`fleet: ${e.message}\n\n${usage()}`);

@@ -19,7 +19,7 @@ export interface Target {
   readonly named: boolean;
 }
 
-/** What the flags say, before defaults from configuration are applied (cli/sim.ts does that). */
+/** What the flags say, before defaults from configuration are applied (cli/commands/sim.ts does that). */
 export interface SimFlags {
   readonly scenarioFile: string | undefined;
   /** Scenario fields given by flags, to merge over the file's (or to build one from). */

@@ -281,7 +281,7 @@ describe('identities from a directory and the command line', () => {
     const sink = { write: () => true } as unknown as NodeJS.WritableStream;
     expect(await runCli(['sim', '--qos', '3', '--telemetry', '1'], {}, { out: sink, err: sink })).toBe(1);
     // A non-loopback broker from configuration is not loaded unless named with --target.
-    const { resolveTarget } = await import('../cli/sim.ts');
+    const { resolveTarget } = await import('../cli/commands/sim.ts');
     const { loadConfig } = await import('../config/index.ts');
     const { parseSimFlags } = await import('../device-sim/flags.ts');
     const remote = loadConfig({ FLEET_BROKER_URL: 'mqtts://192.0.2.10:8883' });

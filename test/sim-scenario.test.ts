@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { scenarioFrom } from '../cli/sim.ts';
+import { scenarioFrom } from '../cli/commands/sim.ts';
 import { classifyError, connackCause, publishPacket } from '../device-sim/client.ts';
 import { FlagError, ScenarioError, SimError } from '../device-sim/errors.ts';
 import { parseSimFlags, parseTarget } from '../device-sim/flags.ts';

@@ -7,10 +7,10 @@ import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
-import type { FleetConfig } from '../config/index.ts';
-import { SimError } from '../device-sim/errors.ts';
-import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../device-sim/flags.ts';
-import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../device-sim/http.ts';
+import type { FleetConfig } from '../../config/index.ts';
+import { SimError } from '../../device-sim/errors.ts';
+import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../../device-sim/flags.ts';
+import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../../device-sim/http.ts';
 import {
   type Enroller,
   ensureIdentities,
@@ -18,12 +18,12 @@ import {
   readIdentityDir,
   recordRevoked,
   revokedIn,
-} from '../device-sim/identities.ts';
-import { type Operator, RecordingOperator } from '../device-sim/operator.ts';
-import { textSummary, writeReports } from '../device-sim/report.ts';
-import { type RunTarget, runScenario } from '../device-sim/runner.ts';
-import { parseScenario, type Scenario } from '../device-sim/scenario.ts';
-import type { Command, CommandContext } from './commands.ts';
+} from '../../device-sim/identities.ts';
+import { type Operator, RecordingOperator } from '../../device-sim/operator.ts';
+import { textSummary, writeReports } from '../../device-sim/report.ts';
+import { type RunTarget, runScenario } from '../../device-sim/runner.ts';
+import { parseScenario, type Scenario } from '../../device-sim/scenario.ts';
+import type { Command, CommandContext } from '../command.ts';
 
 /** Builds the scenario: the file (if any) with flag overrides, or the phases the flags describe. */
 export async function scenarioFrom(flags: SimFlags): Promise<Scenario> {
@@ -204,9 +204,9 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
 
   // local: the CA and the registry in this process (the embedded default while no service runs).
   const [{ openRegistry }, { LocalEnroller, LocalOperator }, { openLocalCa }] = await Promise.all([
-    import('../registry/index.ts'),
-    import('../device-sim/local.ts'),
-    import('../runtime/index.ts'),
+    import('../../registry/index.ts'),
+    import('../../device-sim/local.ts'),
+    import('../../runtime/index.ts'),
   ]);
   const ca = await openLocalCa(config);
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
@@ -235,8 +235,7 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
   }
 }
 
-export const sim: Command = {
-  summary: 'sim [--devices N] [--scenario FILE] ...: play many devices against the broker (fleet sim --help)',
+export const command: Command = {
   async run(ctx) {
     const flags = parseSimFlags(ctx.argv);
     if (flags.help) {

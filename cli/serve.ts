@@ -1,11 +1,12 @@
 /**
- * `fleet up` (what `npm start` runs) and `fleet broker`: the services of the embedded default in one
- * process, sharing one CA and one registry. It prints what exists and the exact commands to try next.
+ * What `fleet up` (what `npm start` runs) and `fleet broker` share: the services started on one data
+ * directory in this process (runtime/), a banner with what exists and the exact commands to try next,
+ * then running until SIGINT or SIGTERM.
  */
 import { join } from 'node:path';
 import type { FleetConfig } from '../config/index.ts';
 import { type ServiceName, startServices } from '../runtime/index.ts';
-import type { Command, CommandContext } from './commands.ts';
+import type { CommandContext } from './command.ts';
 
 function nextSteps(config: FleetConfig): string[] {
   const d = config.dataDir;
@@ -26,7 +27,7 @@ function nextSteps(config: FleetConfig): string[] {
   ];
 }
 
-async function runServices(ctx: CommandContext, which: ServiceName[]): Promise<number> {
+export async function runServices(ctx: CommandContext, which: ServiceName[]): Promise<number> {
   const { init, services, stop: stopAll } = await startServices(ctx.config, which);
   const out = [
     `Fleet is running (data: ${ctx.config.dataDir})`,
@@ -55,13 +56,3 @@ async function runServices(ctx: CommandContext, which: ServiceName[]): Promise<n
   await stopAll();
   return 0;
 }
-
-export const up: Command = {
-  summary: 'run the whole system on this data dir (what `npm start` runs)',
-  run: (ctx) => runServices(ctx, ['provisioning', 'broker']),
-};
-
-export const broker: Command = {
-  summary: 'run the MQTT broker alone',
-  run: (ctx) => runServices(ctx, ['broker']),
-};
