@@ -38,6 +38,8 @@
  *   (intermediates the client sends are not used); a fleet's devices never need more.
  */
 import { generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
+import * as rfc5280 from '../pki/asn1/rfc5280.ts';
+import * as asn1 from '../pki/asn1/schema.ts';
 import * as der from '../pki/der.ts';
 import { identityFromCertificate } from '../pki/identity.ts';
 import type { Identity } from '../pki/ids.ts';
@@ -90,23 +92,14 @@ const NETSCAPE_CERT_TYPE = '2.16.840.1.113730.1.1';
 const KU_DIGITAL_SIGNATURE = 0x80;
 const KU_KEY_AGREEMENT = 0x08;
 
-/** The TBSCertificate's children of a certificate DER. */
-function tbsParts(d: Buffer): der.Node[] {
-  const cert = der.read(d);
-  return der.children(d, der.children(d, cert)[0]!);
+/** The extensions of a certificate, read through its RFC 5280 schema (pki/asn1/rfc5280.ts). */
+function extensions(d: Buffer): readonly { extnID: string; critical?: boolean; extnValue: Buffer }[] {
+  return asn1.decode(d, rfc5280.Certificate).tbsCertificate.extensions ?? [];
 }
 
-/** The extensions of a certificate: oid, critical, value (the OCTET STRING's contents). */
-function extensions(d: Buffer): { oid: string; critical: boolean; value: Buffer }[] {
-  const exts = tbsParts(d).find((n) => n.tag === 0xa3);
-  if (!exts) return [];
-  const list = der.children(d, exts)[0]!;
-  return der.children(d, list).map((e) => {
-    const [oid, second, third] = der.children(d, e);
-    const critical = second!.tag === der.TAG.BOOLEAN && d[second!.contentStart] !== 0;
-    const value = third ?? second!;
-    return { oid: der.decodeOid(der.contents(d, oid!)), critical, value: der.contents(d, value) };
-  });
+/** The key usage bits' first octet (digitalSignature is its top bit), 0 when the BIT STRING is empty. */
+function keyUsageFirstOctet(extnValue: Buffer): number {
+  return asn1.decode(extnValue, asn1.bitString()).bytes[0] ?? 0;
 }
 
 /** A fleet CA whose own chain to the root was verified at start. */
@@ -170,16 +163,19 @@ export class ClientCertVerifier {
       return refused('bad_certificate');
     }
     for (const e of exts) {
-      if (e.critical && !SUPPORTED_CRITICAL.has(e.oid)) return refused('bad_certificate');
+      if (e.critical && !SUPPORTED_CRITICAL.has(e.extnID)) return refused('bad_certificate');
       // OpenSSL's ssl_client purpose: the key must be usable for signatures or key agreement.
-      if (e.oid === OID.keyUsage) {
-        // The value is a BIT STRING: unused-bits count, then the bits (digitalSignature is the top bit).
-        const bs = der.contents(e.value, der.expect(der.read(e.value), der.TAG.BIT_STRING, 'keyUsage'));
-        const bits = bs.length >= 2 ? bs[1]! : 0;
+      if (e.extnID === OID.keyUsage) {
+        let bits: number;
+        try {
+          bits = keyUsageFirstOctet(e.extnValue);
+        } catch {
+          return refused('bad_certificate');
+        }
         if (!(bits & (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT))) return refused('bad_certificate');
       }
       // Never issued by a fleet CA; refused rather than interpreted.
-      if (e.oid === NETSCAPE_CERT_TYPE) return refused('bad_certificate');
+      if (e.extnID === NETSCAPE_CERT_TYPE) return refused('bad_certificate');
     }
     // RFC 5280 §4.2.1.12: if the extended key usage is present it must allow TLS client authentication.
     const eku = cert.keyUsage;
@@ -231,7 +227,7 @@ function anchorOf(cert: X509Certificate, all: readonly X509Certificate[]): Ancho
  * anyone's issuer (its key is discarded, its key identifier matches no certificate's AKI).
  */
 function nameOnly(caDer: Buffer): Buffer {
-  const subject = der.whole(caDer, tbsParts(caDer)[5]!);
+  const subject = asn1.decode(caDer, rfc5280.Certificate).tbsCertificate.subject.der;
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   const sigAlg = der.seq(der.oid(OID.ecdsaWithSHA256));

@@ -4,7 +4,7 @@ import { PkiError } from './errors.ts';
 import { canonicalSerial } from './identity.ts';
 import { OID } from './oids.ts';
 import type { Issuer } from './x509.ts';
-import { akiExt, keyIdentifier, sigAlgFor } from './x509.ts';
+import { akiExt, keyIdentifier, readCertificate, sigAlgFor } from './x509.ts';
 
 /** RFC 5280 §5.3.1 CRLReason names (value 7 is unused; removeFromCRL only appears in delta CRLs). */
 export const REVOCATION_REASON_NAMES = [
@@ -79,9 +79,8 @@ export function buildCrl(o: CrlOptions): BuiltCrl {
   const nextUpdate = new Date(thisUpdate.getTime() + (o.validityHours ?? 24) * 3600_000);
   const crlNumber = BigInt(o.crlNumber);
   if (crlNumber < 0n || crlNumber >= 1n << 159n) throw new PkiError('CRL_INVALID', 'CRL number out of range');
-  const issuerCert = o.issuer.certificate;
-  const tbsNodes = der.children(issuerCert, der.children(issuerCert, der.read(issuerCert))[0]!);
-  const issuerName = der.whole(issuerCert, tbsNodes[5]!);
+  // The CRL issuer is the CA's own subject name, byte for byte (RFC 5280 §5.1.2.3).
+  const issuerName = readCertificate(o.issuer.certificate).tbsCertificate.subject.der;
   const sigAlg = sigAlgFor(o.issuer.signer);
   const revoked: Buffer[] = [];
   for (const e of o.entries) {

@@ -1,5 +1,6 @@
 /**
- * Minimal DER (ITU-T X.690) writer and reader. Certificates are assembled from pre-encoded parts: the
+ * Minimal DER (ITU-T X.690) writer, and the TLV framing the typed reader (asn1/schema.ts) stands on.
+ * Certificates are assembled from pre-encoded parts: the
  * ASN.1 encoding, not the signature, is what makes general-purpose libraries slow (≈ 500 certs/s), so
  * everything constant per CA and profile is encoded once and concatenated per certificate.
  */
@@ -164,44 +165,33 @@ export function read(buf: Buffer, pos = 0, limit = buf.length): Node {
   return { tag, start: pos, contentStart: p, end };
 }
 
-/** The children of a constructed node. */
-export function children(buf: Buffer, node: Node): Node[] {
-  const out: Node[] = [];
-  let p = node.contentStart;
-  while (p < node.end) {
-    const c = read(buf, p, node.end);
-    out.push(c);
-    p = c.end;
-  }
-  return out;
-}
-
-export const contents = (buf: Buffer, n: Node): Buffer => buf.subarray(n.contentStart, n.end);
-export const whole = (buf: Buffer, n: Node): Buffer => buf.subarray(n.start, n.end);
-
-export function expect(n: Node | undefined, tag: number, what: string): Node {
-  if (!n) throw new DerError(`${what}: missing`);
-  if (n.tag !== tag)
-    throw new DerError(`${what}: expected tag 0x${tag.toString(16)}, got 0x${n.tag.toString(16)}`);
-  return n;
-}
-
+/**
+ * Dotted form of an OBJECT IDENTIFIER's contents. Arcs are summed in plain numbers while they stay below
+ * 2^46 (every OID Fleet meets), in BigInt past that: this runs for every OID of every CSR.
+ */
 export function decodeOid(b: Buffer): string {
   if (b.length === 0) throw new DerError('empty OID');
-  const out: bigint[] = [];
-  let v = 0n;
+  const out: (number | bigint)[] = [];
+  let v: number | bigint = 0;
+  let started = false;
   for (let i = 0; i < b.length; i++) {
     const byte = b[i]!;
-    if (v === 0n && byte === 0x80) throw new DerError('non-minimal OID');
-    v = (v << 7n) | BigInt(byte & 0x7f);
+    if (!started && byte === 0x80) throw new DerError('non-minimal OID');
+    started = true;
+    if (typeof v === 'number' && v >= 2 ** 46) v = BigInt(v);
+    v = typeof v === 'number' ? v * 128 + (byte & 0x7f) : (v << 7n) | BigInt(byte & 0x7f);
     if (!(byte & 0x80)) {
       out.push(v);
-      v = 0n;
+      v = 0;
+      started = false;
     } else if (i === b.length - 1) throw new DerError('truncated OID');
   }
   const first = out[0]!;
-  const a = first < 40n ? 0n : first < 80n ? 1n : 2n;
-  return [a, first - a * 40n, ...out.slice(1)].join('.');
+  const a = first < 40 ? 0 : first < 80 ? 1 : 2;
+  const second = typeof first === 'number' ? first - a * 40 : first - BigInt(a * 40);
+  let s = `${a}.${second}`;
+  for (let i = 1; i < out.length; i++) s += `.${out[i]}`;
+  return s;
 }
 
 /** PEM helpers. */

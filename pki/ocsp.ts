@@ -7,12 +7,15 @@
  * certificate to build the CertID. The responder is named by key hash (§4.2.1, ResponderID byKey).
  */
 import { createHash } from 'node:crypto';
+import type * as rfc5280 from './asn1/rfc5280.ts';
+import * as rfc6960 from './asn1/rfc6960.ts';
+import * as asn1 from './asn1/schema.ts';
 import { REVOCATION_REASONS, type RevocationReason } from './crl.ts';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { canonicalSerial } from './identity.ts';
 import { OID } from './oids.ts';
-import { type Issuer, sigAlgFor, spkiPublicKeyBits } from './x509.ts';
+import { type Issuer, readCertificate, sigAlgFor, spkiPublicKeyBits } from './x509.ts';
 
 /** Hash algorithms a CertID may use. OpenSSL uses SHA-1 by default; RFC 5019 clients likewise. */
 export type OcspHashAlgorithm = 'sha1' | 'sha256' | 'sha384' | 'sha512';
@@ -55,75 +58,62 @@ function malformed(msg: string, cause?: unknown): never {
   throw new PkiError('OCSP_MALFORMED', `the OCSP request is malformed: ${msg}`, { cause });
 }
 
-function parseCertId(buf: Buffer, node: der.Node): CertId {
-  der.expect(node, der.TAG.SEQUENCE, 'CertID');
-  const [alg, nameHash, keyHash, serial, extra] = der.children(buf, node);
-  if (extra) malformed('CertID has too many fields');
-  const algNode = der.expect(alg, der.TAG.SEQUENCE, 'hashAlgorithm');
-  const [algOid, params, algExtra] = der.children(buf, algNode);
-  if (algExtra || (params && params.tag !== der.TAG.NULL)) malformed('bad hashAlgorithm parameters');
-  const oid = der.decodeOid(der.contents(buf, der.expect(algOid, der.TAG.OID, 'hashAlgorithm')));
+type Decoded<S> = asn1.Decoded<S>;
+type CertIdValue = Decoded<typeof rfc6960.CertID>;
+type ExtensionsValue = Decoded<typeof rfc5280.Extensions>;
+
+const OCSP_REQUEST = rfc6960.ocspRequestSchema(OCSP_MAX_CERT_IDS);
+
+function toCertId(c: CertIdValue): CertId {
+  const { algorithm: oid, parameters } = c.hashAlgorithm;
+  if (parameters && parameters.tag !== der.TAG.NULL) malformed('bad hashAlgorithm parameters');
+  if (parameters && parameters.contents.length !== 0) malformed('bad hashAlgorithm parameters');
   const hashAlgorithm = HASH_BY_OID.get(oid);
   if (!hashAlgorithm) {
     throw new PkiError('OCSP_MALFORMED', `the OCSP CertID hash algorithm ${oid} is not supported`, {
       details: { hashAlgorithm: oid },
     });
   }
-  const issuerNameHash = Buffer.from(
-    der.contents(buf, der.expect(nameHash, der.TAG.OCTET_STRING, 'nameHash')),
-  );
-  const issuerKeyHash = Buffer.from(der.contents(buf, der.expect(keyHash, der.TAG.OCTET_STRING, 'keyHash')));
   const len = HASH_LEN[hashAlgorithm];
-  if (issuerNameHash.length !== len || issuerKeyHash.length !== len)
+  if (c.issuerNameHash.length !== len || c.issuerKeyHash.length !== len)
     malformed(`CertID hashes must be ${len} bytes for ${hashAlgorithm}`);
-  const s = der.contents(buf, der.expect(serial, der.TAG.INTEGER, 'serialNumber'));
-  if (s.length === 0 || s.length > 21) malformed('bad serial number length');
+  if (c.serialNumber.length > 21) malformed('bad serial number length');
   return Object.freeze({
     hashAlgorithm,
-    issuerNameHash,
-    issuerKeyHash,
-    serial: canonicalSerial(s.toString('hex')),
-    der: Buffer.from(der.whole(buf, node)),
+    issuerNameHash: Buffer.from(c.issuerNameHash),
+    issuerKeyHash: Buffer.from(c.issuerKeyHash),
+    serial: canonicalSerial(c.serialNumber.toString('hex')),
+    der: Buffer.from(c.der),
   });
 }
 
-/** Reads the Nonce from an Extensions SEQUENCE; ignores other non-critical extensions (RFC 6960 §4.4). */
-function readNonce(buf: Buffer, exts: der.Node): Buffer | undefined {
+/** Reads the Nonce from Extensions; refuses other critical extensions, ignores the rest (RFC 6960 §4.4). */
+function readNonce(exts: ExtensionsValue): Buffer | undefined {
   let nonce: Buffer | undefined;
-  for (const e of der.children(buf, der.expect(exts, der.TAG.SEQUENCE, 'Extensions'))) {
-    const parts = der.children(buf, der.expect(e, der.TAG.SEQUENCE, 'Extension'));
-    const oid = der.decodeOid(der.contents(buf, der.expect(parts[0], der.TAG.OID, 'extnID')));
-    let i = 1;
-    let critical = false;
-    if (parts[i]?.tag === der.TAG.BOOLEAN) {
-      critical = buf[parts[i]!.contentStart] !== 0;
-      i++;
-    }
-    const value = der.contents(buf, der.expect(parts[i], der.TAG.OCTET_STRING, 'extnValue'));
-    if (oid === OID.ocspNonce) {
+  for (const e of exts) {
+    if (e.extnID === OID.ocspNonce) {
       if (nonce) malformed('two nonce extensions');
       // §4.4.1: extnValue holds a DER OCTET STRING. Some old clients put the raw bytes there instead;
       // accept those as the nonce itself.
-      let v: Buffer = value;
+      let v: Buffer = e.extnValue;
       try {
-        const inner = der.read(value);
-        if (inner.tag === der.TAG.OCTET_STRING && inner.end === value.length) v = der.contents(value, inner);
+        v = asn1.decode(e.extnValue, asn1.octetString());
       } catch {
         // raw nonce
       }
       if (v.length === 0 || v.length > OCSP_NONCE_MAX_BYTES)
         malformed(`the nonce must be 1 to ${OCSP_NONCE_MAX_BYTES} octets (RFC 8954)`);
       nonce = Buffer.from(v);
-    } else if (critical) {
-      malformed(`unsupported critical extension ${oid}`);
+    } else if (e.critical) {
+      malformed(`unsupported critical extension ${e.extnID}`);
     }
   }
   return nonce;
 }
 
 /**
- * Parses a DER OCSPRequest (RFC 6960 §4.1.1). A request signature, if any, is not checked: the answers
- * are public and signed by us, so who asks does not matter.
+ * Parses a DER OCSPRequest (RFC 6960 §4.1.1, pki/asn1/rfc6960.ts). A request signature, if any, is not
+ * checked: the answers are public and signed by us, so who asks does not matter.
  */
 export function parseOcspRequest(input: Buffer): OcspRequest {
   if (!Buffer.isBuffer(input) || input.length === 0) malformed('empty request');
@@ -131,44 +121,21 @@ export function parseOcspRequest(input: Buffer): OcspRequest {
     throw new PkiError('OCSP_MALFORMED', `the OCSP request is over ${OCSP_REQUEST_MAX_BYTES} bytes`, {
       details: { limit: OCSP_REQUEST_MAX_BYTES },
     });
-  const buf = input;
+  let req: Decoded<typeof OCSP_REQUEST>;
   try {
-    const top = der.expect(der.read(buf), der.TAG.SEQUENCE, 'OCSPRequest');
-    if (top.end !== buf.length) malformed('trailing bytes after the request');
-    const [tbs, sig, extra] = der.children(buf, top);
-    if (extra || (sig && sig.tag !== 0xa0)) malformed('unexpected fields after tbsRequest');
-    const fields = der.children(buf, der.expect(tbs, der.TAG.SEQUENCE, 'TBSRequest'));
-    let i = 0;
-    if (fields[i]?.tag === 0xa0) {
-      // version [0] EXPLICIT, v1(0) is the only version.
-      const v = der.expect(der.children(buf, fields[i]!)[0], der.TAG.INTEGER, 'version');
-      if (v.end - v.contentStart !== 1 || buf[v.contentStart] !== 0) malformed('version must be v1');
-      i++;
-    }
-    if (fields[i]?.tag === 0xa1) i++; // requestorName: informational only.
-    const list = der.expect(fields[i], der.TAG.SEQUENCE, 'requestList');
-    i++;
-    let nonce: Buffer | undefined;
-    if (fields[i]?.tag === 0xa2) {
-      nonce = readNonce(buf, der.children(buf, fields[i]!)[0]!);
-      i++;
-    }
-    if (fields[i]) malformed('unexpected field in TBSRequest');
-    const requests = der.children(buf, list);
-    if (requests.length === 0) malformed('the request list is empty');
-    if (requests.length > OCSP_MAX_CERT_IDS)
-      malformed(`more than ${OCSP_MAX_CERT_IDS} certificates asked at once`);
-    const certIds = requests.map((r) => {
-      const [certId, singleExts, more] = der.children(buf, der.expect(r, der.TAG.SEQUENCE, 'Request'));
-      if (more || (singleExts && singleExts.tag !== 0xa0)) malformed('unexpected field in Request');
-      if (singleExts) readNonce(buf, der.children(buf, singleExts)[0]!); // refuses unknown critical ones
-      return parseCertId(buf, certId!);
-    });
-    return Object.freeze({ certIds: Object.freeze(certIds), ...(nonce ? { nonce } : {}) });
+    req = asn1.decode(input, OCSP_REQUEST);
   } catch (e) {
-    if (e instanceof PkiError) throw e;
     malformed(e instanceof Error ? e.message : 'unparseable', e);
   }
+  const tbs = req.tbsRequest;
+  // version [0] EXPLICIT, v1(0) is the only version.
+  if (tbs.version && (tbs.version.length !== 1 || tbs.version[0] !== 0)) malformed('version must be v1');
+  const nonce = tbs.requestExtensions ? readNonce(tbs.requestExtensions) : undefined;
+  const certIds = tbs.requestList.map((r) => {
+    if (r.singleRequestExtensions) readNonce(r.singleRequestExtensions); // refuses unknown critical ones
+    return toCertId(r.reqCert);
+  });
+  return Object.freeze({ certIds: Object.freeze(certIds), ...(nonce ? { nonce } : {}) });
 }
 
 /**
@@ -201,10 +168,8 @@ const hashCache = new WeakMap<Issuer, IssuerHashes>();
 function issuerHashes(issuer: Issuer): IssuerHashes {
   let h = hashCache.get(issuer);
   if (!h) {
-    const c = issuer.certificate;
-    const tbs = der.children(c, der.children(c, der.read(c))[0]!);
-    // tbs: [0]version, serial, sigAlg, issuer, validity, subject, ...: CertID hashes the issuer's *subject*.
-    const nameDer = Buffer.from(der.whole(c, tbs[5]!));
+    // CertID hashes the issuing CA's own *subject* name (§4.1.1).
+    const nameDer = Buffer.from(readCertificate(issuer.certificate).tbsCertificate.subject.der);
     const keyBits = spkiPublicKeyBits(issuer.signer.spki);
     h = {
       nameDer,

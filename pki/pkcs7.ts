@@ -2,6 +2,9 @@
  * PKCS#7 / CMS (RFC 5652) "certs-only" messages, the envelope EST (RFC 7030 §4.1.3, §4.2.3) uses for CA
  * certificates and issued certificates: a degenerate SignedData with no content and no signers.
  */
+import * as rfc5280 from './asn1/rfc5280.ts';
+import * as rfc5652 from './asn1/rfc5652.ts';
+import * as asn1 from './asn1/schema.ts';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { OID } from './oids.ts';
@@ -19,10 +22,9 @@ export function certsOnly(certs: readonly Buffer[]): Buffer {
   if (certs.length === 0) throw new PkiError('PKCS7_INVALID', 'a certs-only message needs a certificate');
   for (const c of certs) {
     try {
-      const n = der.expect(der.read(c), der.TAG.SEQUENCE, 'Certificate');
-      if (n.end !== c.length) throw new der.DerError('trailing bytes');
+      asn1.decode(c, rfc5280.Certificate);
     } catch (cause) {
-      throw new PkiError('PKCS7_INVALID', 'a certificate is not one DER SEQUENCE', { cause });
+      throw new PkiError('PKCS7_INVALID', 'a certificate is not one DER Certificate', { cause });
     }
   }
   const signedData = der.seq(
@@ -35,19 +37,13 @@ export function certsOnly(certs: readonly Buffer[]): Buffer {
   return der.seq(der.oid(OID.pkcs7SignedData), der.ctx(0, signedData));
 }
 
-/** The certificates of a certs-only (or any) SignedData, in order. For clients and tests. */
+/** The certificates of a certs-only (or any) SignedData, in order (RFC 5652 §5.1). For clients and tests. */
 export function certsFromPkcs7(input: Buffer): Buffer[] {
   try {
-    const top = der.expect(der.read(input), der.TAG.SEQUENCE, 'ContentInfo');
-    if (top.end !== input.length) throw new der.DerError('trailing bytes');
-    const [type, content] = der.children(input, top);
-    const oid = der.decodeOid(der.contents(input, der.expect(type, der.TAG.OID, 'contentType')));
-    if (oid !== OID.pkcs7SignedData) throw new der.DerError('not SignedData');
-    const sd = der.children(input, der.expect(content, 0xa0, 'content'))[0];
-    const fields = der.children(input, der.expect(sd, der.TAG.SEQUENCE, 'SignedData'));
-    const certSet = fields.find((f) => f.tag === 0xa0);
-    if (!certSet) return [];
-    return der.children(input, certSet).map((c) => Buffer.from(der.whole(input, c)));
+    const ci = asn1.decode(input, rfc5652.ContentInfo);
+    if (ci.contentType !== OID.pkcs7SignedData) throw new der.DerError('not SignedData');
+    const sd = asn1.decode(ci.content.der, rfc5652.SignedData);
+    return (sd.certificates ?? []).map((c) => Buffer.from(c.der));
   } catch (cause) {
     throw new PkiError('PKCS7_INVALID', 'not a PKCS#7 SignedData message', { cause });
   }

@@ -4,6 +4,8 @@
  * certificate costs one SHA-1 (SKI), one random serial, a few concatenations and one signature.
  */
 import { hash, randomFillSync, X509Certificate } from 'node:crypto';
+import * as rfc5280 from './asn1/rfc5280.ts';
+import * as asn1 from './asn1/schema.ts';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { type IdentityKind, identityUri } from './ids.ts';
@@ -126,10 +128,19 @@ export function sanExt(names: AltNames): Buffer {
 
 /** The subjectPublicKey BIT STRING contents of an SPKI (RFC 5280 §4.2.1.2 method 1 hashes these). */
 export function spkiPublicKeyBits(spki: Buffer): Buffer {
-  const root = der.read(spki);
-  const [, bits] = der.children(spki, root);
-  const b = der.expect(bits, der.TAG.BIT_STRING, 'subjectPublicKey');
-  return spki.subarray(b.contentStart + 1, b.end);
+  return asn1.decode(spki, rfc5280.SubjectPublicKeyInfo).subjectPublicKey.bytes;
+}
+
+/**
+ * A certificate read through its RFC 5280 schema (pki/asn1/rfc5280.ts); every field keeps its DER. A
+ * certificate that is not one strict DER Certificate is CERT_MALFORMED.
+ */
+export function readCertificate(d: Buffer): asn1.Decoded<typeof rfc5280.Certificate> {
+  try {
+    return asn1.decode(d, rfc5280.Certificate);
+  } catch (cause) {
+    throw new PkiError('CERT_MALFORMED', 'the certificate could not be parsed', { cause });
+  }
 }
 
 export const keyIdentifier = (spki: Buffer): Buffer => hash('sha1', spkiPublicKeyBits(spki), 'buffer');
@@ -244,10 +255,8 @@ export class Issuer {
     this.signer = o.signer;
     this.org = o.organization;
     this.sigAlg = sigAlgFor(o.signer);
-    const caCert = der.read(o.certificate);
-    const tbs = der.children(o.certificate, der.children(o.certificate, caCert)[0]!);
-    // tbs: [0]version, serial, sigAlg, issuer, validity, subject, ...
-    this.issuerName = der.whole(o.certificate, tbs[5]!);
+    // Certificates it issues name it by its own subject, byte for byte (RFC 5280 §4.1.2.4).
+    this.issuerName = readCertificate(o.certificate).tbsCertificate.subject.der;
     this.validityDays = { ...DEFAULT_VALIDITY_DAYS, ...o.validityDays };
     const aki = akiExt(keyIdentifier(o.signer.spki));
     const dp = o.crlUrl ? crlDpExt(o.crlUrl) : Buffer.alloc(0);
@@ -346,10 +355,7 @@ export function buildCaCertificate(o: {
   const na = new Date(nb.getTime() + o.validityDays * 86_400_000);
   const subject = encodeName(o.subject);
   let issuerName = subject;
-  if (o.issuerCertificate) {
-    const c = o.issuerCertificate;
-    issuerName = der.whole(c, der.children(c, der.children(c, der.read(c))[0]!)[5]!);
-  }
+  if (o.issuerCertificate) issuerName = readCertificate(o.issuerCertificate).tbsCertificate.subject.der;
   const sigAlg = sigAlgFor(o.issuerSigner);
   const exts = [
     basicConstraintsExt(true, o.pathLen),
