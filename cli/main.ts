@@ -3,7 +3,6 @@
  * `fleet`: one command, dispatching to each part. Every subcommand takes `--data DIR` (default ./data,
  * or FLEET_DATA_DIR) and `--json`. Configuration is read here, once, and passed down.
  */
-import 'reflect-metadata';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/index.ts';
