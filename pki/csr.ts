@@ -68,6 +68,24 @@ type Name = Decoded<typeof x509.Name>;
 type Spki = Decoded<typeof x509.SubjectPublicKeyInfo>;
 
 const CN_STRING_TAGS: readonly number[] = [der.TAG.UTF8_STRING, der.TAG.PRINTABLE_STRING, der.TAG.IA5_STRING];
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The text of a CN value. A UTF8String must be valid UTF-8 and an IA5String 7-bit (X.680 §41): bytes that
+ * are neither would otherwise be read as U+FFFD and compared with an id, or taken as one (EST).
+ */
+function cnText(tag: number, bytes: Buffer): string {
+  if (tag === der.TAG.UTF8_STRING) {
+    try {
+      return UTF8.decode(bytes);
+    } catch {
+      throw new PkiError('CSR_SUBJECT_INVALID', 'the subject CN is not valid UTF-8');
+    }
+  }
+  if (tag === der.TAG.IA5_STRING && bytes.some((b) => b > 0x7f))
+    throw new PkiError('CSR_SUBJECT_INVALID', 'the subject CN is an IA5String with non-ASCII bytes');
+  return bytes.toString('utf8');
+}
 
 /** The subject CN (the last one, as the most specific RDN) of a decoded Name. */
 export function nameCommonName(name: Name): string | undefined {
@@ -81,7 +99,7 @@ export function nameCommonName(name: Name): string | undefined {
           'the subject CN must be a UTF8String, PrintableString or IA5String',
         );
       }
-      cn = atv.value.contents.toString('utf8');
+      cn = cnText(atv.value.tag, atv.value.contents);
     }
   }
   return cn;
@@ -212,6 +230,9 @@ export function checkCsr(input: Buffer | string, expectedId?: string): CheckedCs
   }
   // The key type first: for a key we do not take, that is the reason to name, not its signature algorithm.
   const { alg: keyAlg, curve } = checkSpkiAlgorithm(spkiValue);
+  // Every key type taken here fills whole octets (RFC 5480 §2.2, RFC 8410 §4, RFC 8017 A.1.1); OpenSSL
+  // would read past a nonzero count, and the certificate would carry the request's SPKI as it came.
+  if (spkiValue.subjectPublicKey.unusedBits !== 0) fail('the public key BIT STRING has unused bits');
   if (!Object.hasOwn(SIG_ALGS, sigAlgOid)) {
     throw new PkiError(
       'CSR_SIGNATURE_ALGORITHM_UNSUPPORTED',

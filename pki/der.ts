@@ -148,6 +148,8 @@ export function read(buf: Buffer, pos = 0, limit = buf.length): Node {
   if (pos + 2 > limit) throw new DerError('truncated');
   const tag = buf[pos]!;
   if ((tag & 0x1f) === 0x1f) throw new DerError('high tag numbers are not supported');
+  // X.690 §8.1.5: [UNIVERSAL 0] is end-of-contents, which only BER's indefinite form has.
+  if (tag === 0) throw new DerError('end-of-contents is not DER');
   let len = buf[pos + 1]!;
   let p = pos + 2;
   if (len & 0x80) {

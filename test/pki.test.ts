@@ -2,7 +2,7 @@
  * PKI core against the real openssl: issuing profiles, CSR refusals, identity, key store, CRL.
  * Every certificate here is made at test time by the project's own CA code.
  */
-import { X509Certificate } from 'node:crypto';
+import { createPublicKey, sign, X509Certificate } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import * as der from '../pki/der.ts';
 import { isFleetError, type PkiErrorCode } from '../pki/errors.ts';
 import { identityFromCertificate } from '../pki/identity.ts';
 import { FileKeyStore } from '../pki/keystore.ts';
+import { OID } from '../pki/oids.ts';
 import { certToPem, type IssuedCertificate, type ProfileName } from '../pki/x509.ts';
 import {
   compressedSpki,
@@ -407,6 +408,15 @@ describe('CSR checks', () => {
     good = nodeCsr(generateKey('P-256'), 'dev-1');
   });
 
+  /** A P-256 request, properly signed, whose subject is one CN with exactly the given encoded value. */
+  function csrWithCn(value: Buffer): Buffer {
+    const key = generateKey('P-256');
+    const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+    const subject = der.seq(der.set(der.seq(der.oid(OID.commonName), value)));
+    const info = der.seq(der.uint(0), subject, spki, der.ctx(0, Buffer.alloc(0)));
+    return der.seq(info, der.seq(der.oid(OID.ecdsaWithSHA256)), der.bitString(sign('sha256', info, key)));
+  }
+
   function flipAt(buf: Buffer, offset: number): Buffer {
     const b = Buffer.from(buf);
     b[offset]! ^= 0x01;
@@ -451,6 +461,31 @@ describe('CSR checks', () => {
     ['an empty id', () => good, '', 'ID_INVALID'],
     ['an id of 65 characters', () => good, 'a'.repeat(65), 'ID_INVALID'],
     ['a CN that disagrees with the id', () => good, 'dev-2', 'CSR_SUBJECT_MISMATCH'],
+    // Found by the fuzzer (test/pki-asn1.test.ts): these three were accepted (the CNs read as U+FFFD, the
+    // key copied into the certificate with its unused-bits count).
+    [
+      'a UTF8String CN that is not valid UTF-8',
+      () => csrWithCn(der.tlv(der.TAG.UTF8_STRING, Buffer.from([0x64, 0xe5, 0x76]))),
+      undefined,
+      'CSR_SUBJECT_INVALID',
+    ],
+    [
+      'an Ed25519 key whose BIT STRING claims unused bits',
+      () => {
+        const key = generateKey('Ed25519');
+        const spki = Buffer.from(createPublicKey(key).export({ type: 'spki', format: 'der' }));
+        spki[spki.length - 33] = 1; // the unused-bits octet before the 32-octet key
+        return nodeCsr(key, 'dev-1', { spki });
+      },
+      'dev-1',
+      'CSR_MALFORMED',
+    ],
+    [
+      'an IA5String CN with a non-ASCII byte',
+      () => csrWithCn(der.tlv(der.TAG.IA5_STRING, Buffer.from('dev-\xf1', 'latin1'))),
+      undefined,
+      'CSR_SUBJECT_INVALID',
+    ],
     ['an oversize DER request', () => der.seq(Buffer.alloc(CSR_MAX_BYTES + 1)), 'dev-1', 'CSR_TOO_LARGE'],
     [
       'an oversize PEM request',

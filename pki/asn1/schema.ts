@@ -119,14 +119,35 @@ export interface AnyValue {
   readonly der: Buffer;
   readonly contents: Buffer;
 }
+
+/**
+ * The contents of a constructed value are TLVs all the way down (X.690 §8.1.1): checked for values the
+ * schema does not interpret (ANY), without recursion so nesting depth cannot exhaust the stack.
+ */
+function checkFraming(buf: Buffer, n: Node): void {
+  const pending: Node[] = [n];
+  for (let node = pending.pop(); node; node = pending.pop()) {
+    if (!(node.tag & 0x20)) continue;
+    for (let p = node.contentStart; p < node.end; ) {
+      const c = read(buf, p, node.end);
+      pending.push(c);
+      p = c.end;
+    }
+  }
+}
+
+/** ANY: one whole TLV of any tag, kept as it came (a constructed one must be well framed inside). */
 export const any = (): Schema<AnyValue> => ({
   name: 'ANY',
   tags: undefined,
-  decode: (buf, n) => ({
-    tag: n.tag,
-    der: buf.subarray(n.start, n.end),
-    contents: buf.subarray(n.contentStart, n.end),
-  }),
+  decode: (buf, n) => {
+    checkFraming(buf, n);
+    return {
+      tag: n.tag,
+      der: buf.subarray(n.start, n.end),
+      contents: buf.subarray(n.contentStart, n.end),
+    };
+  },
 });
 
 // ------------------------------------------------------------------ constructed types
