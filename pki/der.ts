@@ -171,12 +171,12 @@ export function read(buf: Buffer, pos = 0, limit = buf.length): Node {
  * Dotted form of an OBJECT IDENTIFIER's contents. Arcs are summed in plain numbers while they stay below
  * 2^46 (every OID Fleet meets), in BigInt past that: this runs for every OID of every CSR.
  */
-export function decodeOid(b: Buffer): string {
-  if (b.length === 0) throw new DerError('empty OID');
+export function decodeOid(b: Buffer, start = 0, end = b.length): string {
+  if (end <= start) throw new DerError('empty OID');
   const out: (number | bigint)[] = [];
   let v: number | bigint = 0;
   let started = false;
-  for (let i = 0; i < b.length; i++) {
+  for (let i = start; i < end; i++) {
     const byte = b[i]!;
     if (!started && byte === 0x80) throw new DerError('non-minimal OID');
     started = true;
@@ -186,7 +186,7 @@ export function decodeOid(b: Buffer): string {
       out.push(v);
       v = 0;
       started = false;
-    } else if (i === b.length - 1) throw new DerError('truncated OID');
+    } else if (i === end - 1) throw new DerError('truncated OID');
   }
   const first = out[0]!;
   const a = first < 40 ? 0 : first < 80 ? 1 : 2;

@@ -15,6 +15,10 @@
  * after the top-level value, count limits on SEQUENCE OF checked before each item is decoded. A refusal is
  * a `DerError` naming the path (`CertificationRequest.certificationRequestInfo.version`); callers map it to
  * their part's error code.
+ *
+ * Cost: decoding runs for every CSR on the issuing path and for every distinct client certificate a
+ * broker meets, so nothing is built that a caller may not read: the DER of a SEQUENCE, an ANY or a
+ * deferred field is a view made when asked for, and an error's path is assembled only when one is thrown.
  */
 import { DerError, decodeOid, type Node, read, TAG } from '../der.ts';
 
@@ -23,7 +27,8 @@ export interface Schema<T> {
   readonly name: string;
   /** Tags a value of this type can start with; `undefined` for ANY. OPTIONAL fields are matched by them. */
   readonly tags: readonly number[] | undefined;
-  decode(buf: Buffer, n: Node, path: string): T;
+  /** Decodes the value at `n`; a refusal is a DerError (its path is filled in on the way out). */
+  decode(buf: Buffer, n: Node): T;
 }
 
 /** The decoded type of a schema. */
@@ -31,19 +36,34 @@ export type Decoded<S> = S extends Schema<infer T> ? T : never;
 
 const hex = (t: number) => `0x${t.toString(16).padStart(2, '0')}`;
 
-function expectTag(n: Node, tag: number, path: string, name: string): void {
-  if (n.tag !== tag) throw new DerError(`${path}: expected ${name} (${hex(tag)}), got ${hex(n.tag)}`);
+/** A refusal on its way out of nested types, collecting the field names and indexes it passes. */
+type Located = DerError & { path?: (string | number)[] };
+function within(e: unknown, step: string | number): unknown {
+  if (e instanceof DerError) {
+    const located = e as Located;
+    located.path = [step, ...(located.path ?? [])];
+  }
+  return e;
+}
+
+function expectTag(n: Node, tag: number, name: string): void {
+  if (n.tag !== tag) throw new DerError(`expected ${name} (${hex(tag)}), got ${hex(n.tag)}`);
 }
 
 const accepts = (s: Schema<unknown>, tag: number) => s.tags === undefined || s.tags.includes(tag);
 
-function primitive<T>(name: string, tag: number, decode: (c: Buffer, path: string) => T): Schema<T> {
+/** A primitive universal type; `decode` gets the contents' bounds in `buf`, so no view is made for nothing. */
+function primitive<T>(
+  name: string,
+  tag: number,
+  decode: (b: Buffer, start: number, end: number) => T,
+): Schema<T> {
   return {
     name,
     tags: [tag],
-    decode(buf, n, path) {
-      expectTag(n, tag, path, name);
-      return decode(buf.subarray(n.contentStart, n.end), path);
+    decode(buf, n) {
+      expectTag(n, tag, name);
+      return decode(buf, n.contentStart, n.end);
     },
   };
 }
@@ -52,72 +72,77 @@ function primitive<T>(name: string, tag: number, decode: (c: Buffer, path: strin
 
 /** INTEGER as its two's-complement content bytes (serials are up to 20 octets, RFC 5280 §4.1.2.2). */
 export const integer = (): Schema<Buffer> =>
-  primitive('INTEGER', TAG.INTEGER, (c, path) => {
-    if (c.length === 0) throw new DerError(`${path}: empty INTEGER`);
-    return c;
+  primitive('INTEGER', TAG.INTEGER, (b, s, e) => {
+    if (e === s) throw new DerError('empty INTEGER');
+    return b.subarray(s, e);
   });
 
 /** A small non-negative INTEGER (versions), minimally encoded (X.690 §8.3.2), as a number. */
 export const smallInteger = (): Schema<number> =>
-  primitive('INTEGER', TAG.INTEGER, (c, path) => {
-    if (c.length === 0 || c.length > 4 || c[0]! & 0x80 || (c.length > 1 && c[0] === 0 && !(c[1]! & 0x80)))
-      throw new DerError(`${path}: not a minimally encoded small non-negative INTEGER`);
-    return c.readUIntBE(0, c.length);
+  primitive('INTEGER', TAG.INTEGER, (b, s, e) => {
+    const len = e - s;
+    if (len === 0 || len > 4 || b[s]! & 0x80 || (len > 1 && b[s] === 0 && !(b[s + 1]! & 0x80)))
+      throw new DerError('not a minimally encoded small non-negative INTEGER');
+    return b.readUIntBE(s, len);
   });
 
-export const oid = (): Schema<string> =>
-  primitive('OBJECT IDENTIFIER', TAG.OID, (c, path) => {
-    try {
-      return decodeOid(c);
-    } catch (e) {
-      throw new DerError(`${path}: ${(e as Error).message}`);
-    }
-  });
+export const oid = (): Schema<string> => primitive('OBJECT IDENTIFIER', TAG.OID, decodeOid);
 
-export const octetString = (): Schema<Buffer> => primitive('OCTET STRING', TAG.OCTET_STRING, (c) => c);
+export const octetString = (): Schema<Buffer> =>
+  primitive('OCTET STRING', TAG.OCTET_STRING, (b, s, e) => b.subarray(s, e));
 
 export interface BitString {
   readonly unusedBits: number;
   readonly bytes: Buffer;
 }
 export const bitString = (): Schema<BitString> =>
-  primitive('BIT STRING', TAG.BIT_STRING, (c, path) => {
-    if (c.length === 0 || c[0]! > 7 || (c.length === 1 && c[0] !== 0))
-      throw new DerError(`${path}: bad BIT STRING`);
-    return { unusedBits: c[0]!, bytes: c.subarray(1) };
+  primitive('BIT STRING', TAG.BIT_STRING, (b, s, e) => {
+    if (e === s || b[s]! > 7 || (e - s === 1 && b[s] !== 0)) throw new DerError('bad BIT STRING');
+    return { unusedBits: b[s]!, bytes: b.subarray(s + 1, e) };
   });
 
 /** BOOLEAN: one octet; any non-zero octet is TRUE (X.690 §8.2.2). */
 export const boolean = (): Schema<boolean> =>
-  primitive('BOOLEAN', TAG.BOOLEAN, (c, path) => {
-    if (c.length !== 1) throw new DerError(`${path}: a BOOLEAN is one octet`);
-    return c[0] !== 0;
+  primitive('BOOLEAN', TAG.BOOLEAN, (b, s, e) => {
+    if (e - s !== 1) throw new DerError('a BOOLEAN is one octet');
+    return b[s] !== 0;
   });
 
 export const nul = (): Schema<null> =>
-  primitive('NULL', TAG.NULL, (c, path) => {
-    if (c.length !== 0) throw new DerError(`${path}: NULL with contents`);
+  primitive('NULL', TAG.NULL, (_b, s, e) => {
+    if (e !== s) throw new DerError('NULL with contents');
     return null;
   });
+
+/** A value kept as it came (ANY, or a CHOICE of universal types): its tag, and views made when asked for. */
+export class AnyValue {
+  readonly tag: number;
+  readonly #buf: Buffer;
+  readonly #node: Node;
+  constructor(buf: Buffer, node: Node) {
+    this.tag = node.tag;
+    this.#buf = buf;
+    this.#node = node;
+  }
+  /** The whole TLV. */
+  get der(): Buffer {
+    return this.#buf.subarray(this.#node.start, this.#node.end);
+  }
+  get contents(): Buffer {
+    return this.#buf.subarray(this.#node.contentStart, this.#node.end);
+  }
+}
 
 /** One of a few universal types (a CHOICE of string or time types), kept as it came. */
 export function oneOf(name: string, tags: readonly number[]): Schema<AnyValue> {
   return {
     name,
     tags,
-    decode(buf, n, path) {
-      if (!tags.includes(n.tag)) throw new DerError(`${path}: expected ${name}, got tag ${hex(n.tag)}`);
-      return { tag: n.tag, der: buf.subarray(n.start, n.end), contents: buf.subarray(n.contentStart, n.end) };
+    decode(buf, n) {
+      if (!tags.includes(n.tag)) throw new DerError(`expected ${name}, got tag ${hex(n.tag)}`);
+      return new AnyValue(buf, n);
     },
   };
-}
-
-/** ANY: one whole TLV of any tag, kept as it came. */
-export interface AnyValue {
-  readonly tag: number;
-  /** The whole TLV. */
-  readonly der: Buffer;
-  readonly contents: Buffer;
 }
 
 /**
@@ -140,13 +165,9 @@ function checkFraming(buf: Buffer, n: Node): void {
 export const any = (): Schema<AnyValue> => ({
   name: 'ANY',
   tags: undefined,
-  decode: (buf, n) => {
+  decode(buf, n) {
     checkFraming(buf, n);
-    return {
-      tag: n.tag,
-      der: buf.subarray(n.start, n.end),
-      contents: buf.subarray(n.contentStart, n.end),
-    };
+    return new AnyValue(buf, n);
   },
 });
 
@@ -167,6 +188,21 @@ export type SequenceValue<F extends Record<string, FieldSpec>> = {
   readonly der: Buffer;
 };
 
+/** A decoded SEQUENCE: its fields as own properties, its DER a view made when asked for. */
+class SequenceView {
+  readonly #buf: Buffer;
+  readonly #start: number;
+  readonly #end: number;
+  constructor(buf: Buffer, n: Node) {
+    this.#buf = buf;
+    this.#start = n.start;
+    this.#end = n.end;
+  }
+  get der(): Buffer {
+    return this.#buf.subarray(this.#start, this.#end);
+  }
+}
+
 /** SEQUENCE { fields in order }; fields are named as in the standard. */
 export function sequence<F extends Record<string, FieldSpec>>(
   name: string,
@@ -180,23 +216,28 @@ export function sequence<F extends Record<string, FieldSpec>>(
   return {
     name,
     tags: [TAG.SEQUENCE],
-    decode(buf, n, path) {
-      expectTag(n, TAG.SEQUENCE, path, `${name} (SEQUENCE)`);
-      const out: Record<string, unknown> = { der: buf.subarray(n.start, n.end) };
+    decode(buf, n) {
+      expectTag(n, TAG.SEQUENCE, `${name} (SEQUENCE)`);
+      const out = new SequenceView(buf, n) as unknown as Record<string, unknown>;
       let next = n.contentStart < n.end ? read(buf, n.contentStart, n.end) : undefined;
       for (const f of list) {
         if (next && accepts(f.schema, next.tag)) {
-          out[f.key] = f.schema.decode(buf, next, `${path}.${f.key}`);
-          next = next.end < n.end ? read(buf, next.end, n.end) : undefined;
+          try {
+            out[f.key] = f.schema.decode(buf, next);
+            next = next.end < n.end ? read(buf, next.end, n.end) : undefined;
+          } catch (e) {
+            throw within(e, f.key);
+          }
         } else if (f.optional) {
           out[f.key] = undefined;
         } else {
-          throw new DerError(
-            `${path}.${f.key}: ${next ? `expected ${f.schema.name}, got tag ${hex(next.tag)}` : 'missing'}`,
+          throw within(
+            new DerError(next ? `expected ${f.schema.name}, got tag ${hex(next.tag)}` : 'missing'),
+            f.key,
           );
         }
       }
-      if (next) throw new DerError(`${path}: unexpected field (tag ${hex(next.tag)}) after the last one`);
+      if (next) throw new DerError(`unexpected field (tag ${hex(next.tag)}) after the last one`);
       return out as SequenceValue<F>;
     },
   };
@@ -215,16 +256,20 @@ function listOf<T>(kind: 'SEQUENCE' | 'SET', tag: number, name: string, item: Sc
   return {
     name,
     tags: [tag],
-    decode(buf: Buffer, n: Node, path: string): readonly T[] {
-      expectTag(n, tag, path, `${name} (${kind} OF)`);
+    decode(buf: Buffer, n: Node): readonly T[] {
+      expectTag(n, tag, `${name} (${kind} OF)`);
       const out: T[] = [];
       for (let p = n.contentStart; p < n.end; ) {
-        if (out.length >= max) throw new DerError(`${path}: more than ${max} items`);
-        const c = read(buf, p, n.end);
-        out.push(item.decode(buf, c, `${path}[${out.length}]`));
-        p = c.end;
+        if (out.length >= max) throw new DerError(`more than ${max} items`);
+        try {
+          const c = read(buf, p, n.end);
+          out.push(item.decode(buf, c));
+          p = c.end;
+        } catch (e) {
+          throw within(e, out.length);
+        }
       }
-      if (out.length < min) throw new DerError(`${path}: fewer than ${min} items`);
+      if (out.length < min) throw new DerError(`fewer than ${min} items`);
       return out;
     },
   } satisfies Schema<readonly T[]>;
@@ -240,12 +285,12 @@ export function explicit<T>(n: number, inner: Schema<T>): Schema<T> {
   return {
     name: `[${n}] ${inner.name}`,
     tags: [tag],
-    decode(buf, node, path) {
-      expectTag(node, tag, path, `[${n}]`);
-      if (node.contentStart === node.end) throw new DerError(`${path}: empty [${n}] EXPLICIT`);
+    decode(buf, node) {
+      expectTag(node, tag, `[${n}]`);
+      if (node.contentStart === node.end) throw new DerError(`empty [${n}] EXPLICIT`);
       const c = read(buf, node.contentStart, node.end);
-      if (c.end !== node.end) throw new DerError(`${path}: more than one value in [${n}] EXPLICIT`);
-      return inner.decode(buf, c, path);
+      if (c.end !== node.end) throw new DerError(`more than one value in [${n}] EXPLICIT`);
+      return inner.decode(buf, c);
     },
   };
 }
@@ -258,33 +303,62 @@ export function implicit<T>(n: number, inner: Schema<T>): Schema<T> {
   return {
     name: `[${n}] IMPLICIT ${inner.name}`,
     tags: [tag],
-    decode(buf, node, path) {
-      expectTag(node, tag, path, `[${n}]`);
-      return inner.decode(buf, { ...node, tag: innerTag }, path);
+    decode(buf, node) {
+      expectTag(node, tag, `[${n}]`);
+      return inner.decode(buf, { ...node, tag: innerTag });
     },
   };
 }
 
 /** A field read later, when and if the caller needs it: its tag is checked now, its contents on `read()`. */
-export interface Deferred<T> {
-  readonly der: Buffer;
-  read(): T;
+export class Deferred<T> {
+  readonly #buf: Buffer;
+  readonly #node: Node;
+  readonly #inner: Schema<T>;
+  constructor(buf: Buffer, node: Node, inner: Schema<T>) {
+    this.#buf = buf;
+    this.#node = node;
+    this.#inner = inner;
+  }
+  get der(): Buffer {
+    return this.#buf.subarray(this.#node.start, this.#node.end);
+  }
+  read(): T {
+    try {
+      return this.#inner.decode(this.#buf, this.#node);
+    } catch (e) {
+      throw located(e, this.#inner.name);
+    }
+  }
 }
 export function deferred<T>(inner: Schema<T>): Schema<Deferred<T>> {
   return {
     name: inner.name,
     tags: inner.tags,
-    decode(buf, n, path) {
+    decode(buf, n) {
       if (inner.tags && !inner.tags.includes(n.tag))
-        throw new DerError(`${path}: expected ${inner.name}, got tag ${hex(n.tag)}`);
-      return { der: buf.subarray(n.start, n.end), read: () => inner.decode(buf, n, path) };
+        throw new DerError(`expected ${inner.name}, got tag ${hex(n.tag)}`);
+      return new Deferred(buf, n, inner);
     },
   };
 }
 
+/** Writes the collected path into the message: `CertificationRequest.certificationRequestInfo.version: …`. */
+function located(e: unknown, root: string): unknown {
+  if (!(e instanceof DerError)) return e;
+  const path = (e as Located).path ?? [];
+  e.message = `${root}${path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('')}: ${e.message}`;
+  (e as Located).path = undefined;
+  return e;
+}
+
 /** Decodes one DER value of type `schema` filling all of `buf` (bytes after it are refused). */
 export function decode<T>(buf: Buffer, schema: Schema<T>): T {
-  const top = read(buf);
-  if (top.end !== buf.length) throw new DerError(`${schema.name}: trailing bytes after the value`);
-  return schema.decode(buf, top, schema.name);
+  try {
+    const top = read(buf);
+    if (top.end !== buf.length) throw new DerError('trailing bytes after the value');
+    return schema.decode(buf, top);
+  } catch (e) {
+    throw located(e, schema.name);
+  }
 }
