@@ -2,6 +2,7 @@
  * PKCS#10 (RFC 2986) certificate requests: parse, prove possession (the request's own signature), and
  * admit only the key types Fleet issues for. Each refusal has its own code.
  */
+import { isUtf8 } from 'node:buffer';
 import { createPublicKey, hash as digest, type KeyObject, verify } from 'node:crypto';
 import * as pkcs10 from './asn1/rfc2986.ts';
 import type * as x509 from './asn1/rfc5280.ts';
@@ -68,20 +69,14 @@ type Name = Decoded<typeof x509.Name>;
 type Spki = Decoded<typeof x509.SubjectPublicKeyInfo>;
 
 const CN_STRING_TAGS: readonly number[] = [der.TAG.UTF8_STRING, der.TAG.PRINTABLE_STRING, der.TAG.IA5_STRING];
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * The text of a CN value. A UTF8String must be valid UTF-8 and an IA5String 7-bit (X.680 §41): bytes that
  * are neither would otherwise be read as U+FFFD and compared with an id, or taken as one (EST).
  */
 function cnText(tag: number, bytes: Buffer): string {
-  if (tag === der.TAG.UTF8_STRING) {
-    try {
-      return UTF8.decode(bytes);
-    } catch {
-      throw new PkiError('CSR_SUBJECT_INVALID', 'the subject CN is not valid UTF-8');
-    }
-  }
+  if (tag === der.TAG.UTF8_STRING && !isUtf8(bytes))
+    throw new PkiError('CSR_SUBJECT_INVALID', 'the subject CN is not valid UTF-8');
   if (tag === der.TAG.IA5_STRING && bytes.some((b) => b > 0x7f))
     throw new PkiError('CSR_SUBJECT_INVALID', 'the subject CN is an IA5String with non-ASCII bytes');
   return bytes.toString('utf8');
