@@ -1541,6 +1541,14 @@ export class Registry {
 
   // ------------------------------------------------------------------------------------------ lifecycle
 
+  /**
+   * The database handle, for the query modules beside this class that take it (registry/console.ts).
+   * REGISTRY_CLOSED once closed.
+   */
+  get database(): Db {
+    return this.db;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     await this.stopListening();

@@ -52,6 +52,9 @@ const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({
   fromDriver: (v) => (v instanceof Uint8Array ? v : new Uint8Array(v as ArrayLike<number>)),
 });
 
+/** `id` in byte order (collation "C"), for index ranges on id prefixes whatever the database collation. */
+const idC = sql`"id" collate "C"`;
+
 const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const devices = pgTable(
@@ -77,9 +80,14 @@ export const devices = pgTable(
       sql`${t.revocationReason} is null or ${t.revocationReason} in (${inList(REVOCATION_REASONS)})`,
     ),
     index('devices_enrolled_by_created_idx').on(t.enrolledBy, t.createdAt),
-    index('devices_product_idx').on(t.product),
     index('devices_created_idx').on(t.createdAt),
-    index('devices_not_active_idx').on(t.status).where(sql`${t.status} <> 'active'`),
+    // The console's paged lists and searches walk these in id order (byte order, "C", whatever the
+    // database's collation, so an id prefix is one index range): registry/console.ts.
+    index('devices_id_c_idx').on(idC),
+    index('devices_product_id_idx').on(t.product, idC),
+    index('devices_fleet_id_idx').on(t.fleet, idC),
+    index('devices_station_id_idx').on(t.enrolledBy, idC),
+    index('devices_not_active_idx').on(t.status, idC).where(sql`${t.status} <> 'active'`),
   ],
 );
 
@@ -118,7 +126,8 @@ export const certificates = pgTable(
     uniqueIndex('certificates_fingerprint_idx').on(t.fingerprintSha256),
     index('certificates_subject_idx').on(t.subjectKind, t.subjectId, t.spkiSha256),
     index('certificates_enrolled_by_created_idx').on(t.enrolledBy, t.createdAt),
-    index('certificates_not_after_idx').on(t.notAfter),
+    // Only active certificates expire usefully (the expiring list and the console's 30/90-day counts).
+    index('certificates_active_not_after_idx').on(t.notAfter).where(sql`${t.status} = 'active'`),
     index('certificates_revoked_idx').on(t.issuerCa).where(sql`${t.status} = 'revoked'`),
   ],
 );
@@ -189,6 +198,8 @@ export const presence = pgTable(
   (t) => [
     primaryKey({ columns: [t.kind, t.id] }),
     check('presence_kind_check', sql`${t.kind} in (${inList(SUBJECT_KINDS)})`),
+    // Connected devices in id order: the console's "connected" filter (registry/console.ts).
+    index('presence_connected_idx').on(idC).where(sql`${t.kind} = 'device' and ${t.connected}`),
   ],
 );
 
@@ -215,6 +226,8 @@ export const statusChanges = pgTable(
       sql`${t.status} in ('active', 'suspended', 'revoked', 'superseded')`,
     ),
     index('status_changes_subject_idx').on(t.kind, t.id),
+    // Revocations in a time range (the console's "revoked today").
+    index('status_changes_revoked_at_idx').on(t.at).where(sql`${t.status} = 'revoked'`),
   ],
 );
 
