@@ -59,7 +59,8 @@ export async function withApi<T>(
     `fleet: the provisioning service is not running at ${url}; running it in-process for this command\n`,
   );
   const running = await startProvisioning(
-    { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1' },
+    // No console for a one-call service: nothing would sign in to it.
+    { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1', console: undefined },
     pino({ level: 'warn', base: { service: 'provisioning' } }, pino.destination(2)),
   );
   const api = await ProvisioningClient.fromFiles(`https://127.0.0.1:${running.ports.apiPort}`, files);

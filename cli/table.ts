@@ -54,6 +54,11 @@ export const COMMANDS: Record<string, CommandEntry> = {
       'audit [--actor K:ID] [--subject K:ID] [--action A] [--from T] [--to T] [--limit N]: the audit log',
     load: () => import('./commands/audit.ts'),
   },
+  console: {
+    summary:
+      'console [sessions | revoke-sessions [--operator ID]]: a one-time sign-in link for the browser console',
+    load: () => import('./commands/console.ts'),
+  },
   expiring: {
     summary: 'expiring [--days 30] [--limit N]: active certificates that expire soon (exit 3 when any)',
     load: () => import('./commands/expiring.ts'),

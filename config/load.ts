@@ -3,6 +3,7 @@
  * `main`: cli/main.ts, provisioning/main.ts) and passed down. Nothing below a `main` reads process.env.
  */
 import { resolve } from 'node:path';
+import { type ConsoleConfig, loadConsoleConfig } from '../console/config.ts';
 import type { KeyAlgorithm } from '../pki/keystore.ts';
 import { ConfigError } from './errors.ts';
 
@@ -41,6 +42,8 @@ export interface FleetConfig {
   readonly brokerKeyFile: string | undefined;
   /** Extra names for an issued broker certificate: the name devices dial, e.g. the load balancer's (FLEET_BROKER_SERVER_NAMES, comma-separated). */
   readonly brokerServerNames: readonly string[];
+  /** The operator console provisioning serves (FLEET_CONSOLE_*; console/config.ts); undefined = none. */
+  readonly console: ConsoleConfig | undefined;
 }
 
 function port(env: Record<string, string | undefined>, name: string, dflt: number): number {
@@ -150,5 +153,6 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     brokerCertFile,
     brokerKeyFile,
     brokerServerNames: Object.freeze(brokerServerNames),
+    console: loadConsoleConfig(env, { host, metricsPort: port(env, 'FLEET_METRICS_PORT', 9464) }),
   });
 }

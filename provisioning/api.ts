@@ -6,8 +6,8 @@
 import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { CertificateAuthority, IssuingCa } from '../pki/ca.ts';
-import { isRevocationReason, OPERATOR_REASONS } from '../pki/crl.ts';
+import type { CertificateAuthority } from '../pki/ca.ts';
+import { OPERATOR_REASONS } from '../pki/crl.ts';
 import { checkCsr, csrToDer } from '../pki/csr.ts';
 import * as der from '../pki/der.ts';
 import { FleetError, PkiError } from '../pki/errors.ts';
@@ -29,6 +29,7 @@ import { type Enrollment, enrollmentAnswer } from './enroll.ts';
 import { ProvisioningError } from './errors.ts';
 import { auditRefusal, ERROR_SCHEMA } from './http.ts';
 import { type Issuance, newCertificateRow } from './issuance.ts';
+import { OperatorActions } from './operator-actions.ts';
 
 export interface ApiDeps {
   ca: CertificateAuthority;
@@ -40,6 +41,8 @@ export interface ApiDeps {
   brokerUrl: string;
   /** Lines per batch chunk. */
   batchChunkLines?: number;
+  /** The status actions (shared with the console); made here when not given. */
+  actions?: OperatorActions;
 }
 
 declare module 'fastify' {
@@ -77,6 +80,7 @@ const KIND_PATHS: Record<'stations' | 'services' | 'operators', PrincipalKind> =
 
 export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const { ca, registry, auth, enrollment, issuance, crl } = deps;
+  const actions = deps.actions ?? new OperatorActions(registry, auth, crl);
   app.decorateRequest('actor', null);
   // Only the types each route declares: no text/plain fallback.
   app.removeContentTypeParser('text/plain');
@@ -91,12 +95,6 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     const who = auth.identityOf(socket);
     req.actor = ref(who.kind, who.id);
     return auth.authenticate(socket, kinds, opts);
-  };
-
-  /** After a write: this process sees its own change at once (the change feed may arrive later). */
-  const changed = (which?: IssuingCa) => {
-    auth.invalidate();
-    crl.invalidate(which);
   };
 
   app.addContentTypeParser(EST_CSR_TYPES, { parseAs: 'string', bodyLimit: EST_CSR_MAX }, (_req, body, done) =>
@@ -423,22 +421,9 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
         const who = await op(req);
         const { id: deviceId } = req.params as { id: string };
         assertValidId(deviceId, 'device id');
-        if (action === 'reset') {
-          const row = await registry.allowReenroll(deviceId, actorOf(who));
-          return { id: row.id, status: row.status, reenrollAllowed: row.reenrollAllowed };
-        }
-        const reason = operatorReason((req.body as { reason?: string } | undefined)?.reason);
-        const status: SubjectStatus =
-          action === 'revoke' ? 'revoked' : action === 'suspend' ? 'suspended' : 'active';
-        const r = await registry.setStatus({
-          kind: 'device',
-          id: deviceId,
-          status,
-          ...(action === 'revoke' ? { reason } : {}),
-          actor: actorOf(who),
+        return actions.device(actorOf(who), deviceId, action, {
+          reason: (req.body as { reason?: string } | undefined)?.reason,
         });
-        changed('device');
-        return { id: deviceId, ...r };
       },
     );
   }
@@ -624,31 +609,17 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
           const { id: pid } = req.params as { id: string };
           assertValidId(pid, `${kind} id`);
           const body = (req.body ?? {}) as { reason?: string; cascade?: { from: string; to?: string } };
-          const reason = operatorReason(body.reason);
-          const status: SubjectStatus =
-            action === 'revoke' ? 'revoked' : action === 'suspend' ? 'suspended' : 'active';
-          const r = await registry.setStatus({
-            kind,
-            id: pid,
-            status,
-            ...(action === 'revoke' ? { reason } : {}),
-            actor: actorOf(who),
+          return actions.principal(actorOf(who), kind, pid, action, {
+            reason: body.reason,
+            ...(body.cascade
+              ? {
+                  cascade: {
+                    from: new Date(body.cascade.from),
+                    ...(body.cascade.to ? { to: new Date(body.cascade.to) } : {}),
+                  },
+                }
+              : {}),
           });
-          changed('infrastructure');
-          if (action === 'revoke' && body.cascade) {
-            const from = new Date(body.cascade.from);
-            const to = body.cascade.to ? new Date(body.cascade.to) : new Date();
-            const c = await registry.revokeEnrolledBy({
-              stationId: pid,
-              from,
-              to,
-              reason,
-              actor: actorOf(who),
-            });
-            changed('device');
-            return { kind, id: pid, ...r, cascade: { devicesRevoked: c.ids.length, ids: c.ids } };
-          }
-          return { kind, id: pid, ...r };
         },
       );
     }
@@ -740,16 +711,6 @@ function estReply(reply: FastifyReply, certs: Buffer[]) {
     .type(PKCS7_MIME)
     .header('content-transfer-encoding', 'base64')
     .send(toBase64Body(certsOnly(certs)));
-}
-
-function operatorReason(r: string | undefined) {
-  const reason = r ?? 'unspecified';
-  if (!isRevocationReason(reason) || !OPERATOR_REASONS.includes(reason)) {
-    throw new ProvisioningError('BODY_INVALID', `reason must be one of ${OPERATOR_REASONS.join(', ')}`, {
-      details: { field: 'reason' },
-    });
-  }
-  return reason;
 }
 
 async function principal(registry: Registry, kind: PrincipalKind, pid: string) {

@@ -13,6 +13,8 @@ import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import type { ConsoleConfig } from '../console/config.ts';
+import { attachConsole, type ConsoleServer } from '../console/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { certToPem } from '../pki/x509.ts';
 import type { Registry } from '../registry/index.ts';
@@ -23,6 +25,7 @@ import { Enrollment } from './enroll.ts';
 import { installErrorHandling } from './http.ts';
 import { Issuance } from './issuance.ts';
 import { OcspResponder } from './ocsp.ts';
+import { OperatorActions } from './operator-actions.ts';
 import { registerHealth, registerPublicRoutes } from './public.ts';
 
 export interface ProvisioningConfig {
@@ -40,6 +43,8 @@ export interface ProvisioningConfig {
   readonly bodyLimit?: number;
   /** Lines per batch chunk (default 200). */
   readonly batchChunkLines?: number;
+  /** The operator console on its own HTTPS port (console/); absent or disabled = none. */
+  readonly console?: ConsoleConfig | undefined;
 }
 
 export interface ProvisioningDeps {
@@ -54,8 +59,9 @@ export interface Provisioning {
   readonly auth: Authenticator;
   readonly crl: CrlPublisher;
   readonly enrollment: Enrollment;
+  readonly console: ConsoleServer | undefined;
   /** Listens on the configured ports (0 = any) and returns the ports bound. */
-  listen(): Promise<{ apiPort: number; publicPort: number }>;
+  listen(): Promise<{ apiPort: number; publicPort: number; consolePort?: number }>;
   /** Stops both listeners and the background work. The registry stays open (it is the caller's). */
   close(): Promise<void>;
 }
@@ -171,6 +177,7 @@ export async function buildProvisioning(
   installErrorHandling(api, registry);
   installErrorHandling(pub, registry);
   registerHealth(api, registry);
+  const actions = new OperatorActions(registry, auth, crl);
   registerApiRoutes(api, {
     ca,
     registry,
@@ -178,6 +185,7 @@ export async function buildProvisioning(
     enrollment,
     issuance,
     crl,
+    actions,
     brokerUrl: config.brokerUrl,
     ...(config.batchChunkLines ? { batchChunkLines: config.batchChunkLines } : {}),
   });
@@ -191,6 +199,16 @@ export async function buildProvisioning(
     return api.swagger();
   });
   registerPublicRoutes(pub, { ca, registry, crl, ocsp, openapi: () => api.swagger() });
+  const consolePart = await attachConsole(api, config.console, {
+    ca,
+    registry,
+    auth,
+    crl,
+    actions,
+    logger,
+    host: config.host,
+    credentials: () => serverCredentials(ca, config),
+  });
 
   await auth.start();
   await crl.start();
@@ -204,6 +222,7 @@ export async function buildProvisioning(
         ca: ca.trustPem,
         minVersion: 'TLSv1.2',
       });
+      consolePart.renew();
       logger.info({ event: 'server_certificate_renewed' });
     } catch (err) {
       logger.error({ event: 'server_certificate_renew_failed', err });
@@ -218,12 +237,14 @@ export async function buildProvisioning(
     auth,
     crl,
     enrollment,
+    console: consolePart.server,
     async listen() {
       const host = config.listenHost ?? config.host;
       await api.listen({ port: config.apiPort, host });
       await pub.listen({ port: config.publicPort, host });
       const port = (f: FastifyInstance) => (f.server.address() as AddressInfo).port;
-      const ports = { apiPort: port(api), publicPort: port(pub) };
+      const consolePort = await consolePart.listen(host);
+      const ports = { apiPort: port(api), publicPort: port(pub), ...(consolePort ? { consolePort } : {}) };
       logger.info({ event: 'provisioning_listening', host, ...ports });
       return ports;
     },
@@ -231,7 +252,7 @@ export async function buildProvisioning(
       if (closed) return;
       closed = true;
       clearInterval(renew);
-      await Promise.allSettled([api.close(), pub.close()]);
+      await Promise.allSettled([api.close(), pub.close(), consolePart.close()]);
       await auth.stop();
       await crl.stop();
     },

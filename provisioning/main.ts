@@ -6,6 +6,7 @@
  * names the ports bound. `startProvisioningService()` starts it on a CA and registry the caller owns
  * (`fleet up` shares them with the broker).
  */
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino, { type Logger } from 'pino';
 import { caConfigFrom, type FleetConfig, keyStoreFor, loadConfig, paths } from '../config/index.ts';
@@ -15,7 +16,7 @@ import { buildProvisioning, type Provisioning, type ProvisioningDeps } from './i
 
 export interface RunningProvisioning {
   provisioning: Provisioning;
-  ports: { apiPort: number; publicPort: number };
+  ports: { apiPort: number; publicPort: number; consolePort?: number };
   stop(): Promise<void>;
 }
 
@@ -23,7 +24,7 @@ export interface RunningProvisioning {
 export interface ProvisioningService {
   readonly name: 'provisioning';
   readonly provisioning: Provisioning;
-  readonly ports: { apiPort: number; publicPort: number };
+  readonly ports: { apiPort: number; publicPort: number; consolePort?: number };
   /** Human lines for the banner (addresses). */
   describe(): string[];
   /** Stops both listeners; the registry stays open. */
@@ -36,7 +37,7 @@ export async function startProvisioningService(
   deps: ProvisioningDeps,
 ): Promise<ProvisioningService> {
   const provisioning = await buildProvisioning(config, deps);
-  let ports: { apiPort: number; publicPort: number };
+  let ports: ProvisioningService['ports'];
   try {
     ports = await provisioning.listen();
   } catch (e) {
@@ -50,6 +51,12 @@ export async function startProvisioningService(
     describe: () => [
       `  provisioning API (mTLS) https://${config.host}:${ports.apiPort}   (stations, operators, EST)`,
       `  CRL, OCSP, CA certs     http://${config.host}:${ports.publicPort}/crl/device.crl, /ocsp, /ca/root.crt`,
+      ...(provisioning.console
+        ? [
+            `  operator console        ${provisioning.console.url()}   (HTTPS, server certificate from the fleet CA)`,
+            `                          sign in: npx fleet console${config.dataDir === join(process.cwd(), 'data') ? '' : ` --data ${config.dataDir}`}  (prints a one-time link)`,
+          ]
+        : []),
     ],
     stop: () => provisioning.close(),
   };
@@ -89,7 +96,11 @@ export async function runProvisioning(config: FleetConfig): Promise<number> {
   const running = await startProvisioning(config);
   process.stderr.write(
     `fleet provisioning: mTLS API on https://${config.host}:${running.ports.apiPort}, ` +
-      `CRL/OCSP/CA on http://${config.host}:${running.ports.publicPort}\n`,
+      `CRL/OCSP/CA on http://${config.host}:${running.ports.publicPort}` +
+      (running.provisioning.console
+        ? `, console on ${running.provisioning.console.url()} (sign in: fleet console)`
+        : '') +
+      '\n',
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

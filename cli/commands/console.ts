@@ -1,0 +1,93 @@
+/**
+ * `fleet console`: prints a one-time sign-in link to the operator console for the operator whose
+ * certificate the CLI holds (data/operator/admin.*.pem), asked of the running provisioning service over
+ * its mTLS API. `fleet console sessions` lists live console sessions; `fleet console revoke-sessions
+ * [--operator ID]` ends every session of an operator (default: this one), e.g. for a lost laptop.
+ *
+ * Unlike the other operator commands it never starts the service in-process: a link is only worth
+ * something while a console serves it, so with nothing running it says to start one.
+ */
+import { parseArgs } from 'node:util';
+import { FleetError } from '../../pki/errors.ts';
+import { isUnreachable } from '../../provisioning/client.ts';
+import { type Json, withApi } from '../api.ts';
+import { type Command, type CommandContext, UsageError } from '../command.ts';
+
+async function call(
+  ctx: CommandContext,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<Json> {
+  try {
+    return await withApi(ctx, { remote: true }, (api) => api.call(method, path, body));
+  } catch (e) {
+    if (isUnreachable(e))
+      throw new FleetError(
+        'API_UNREACHABLE',
+        `${(e as Error).message}: start Fleet first (npm start), then run fleet console again`,
+        { cause: e, httpStatus: 503 },
+      );
+    throw e;
+  }
+}
+
+function write(ctx: CommandContext, json: unknown, text: string): void {
+  ctx.out.write(ctx.config.json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
+}
+
+export const command: Command = {
+  async run(ctx) {
+    let parsed: ReturnType<typeof parseArgs>;
+    try {
+      parsed = parseArgs({
+        args: ctx.argv,
+        allowPositionals: true,
+        strict: true,
+        options: { data: { type: 'string' }, json: { type: 'boolean' }, operator: { type: 'string' } },
+      });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const [sub] = parsed.positionals;
+    if (sub === undefined) {
+      const r = await call(ctx, 'POST', '/v1/console/links');
+      write(
+        ctx,
+        r,
+        [
+          `Open this link in your browser to sign in to the console as operator ${r.operator}:`,
+          '',
+          `  ${r.url}`,
+          '',
+          `It works once, until ${r.expiresAt}. The browser must trust the fleet root CA`,
+          '(data/ca/root.crt.pem) unless FLEET_CONSOLE_CERT_FILE serves a certificate it already trusts.',
+        ].join('\n'),
+      );
+      return 0;
+    }
+    if (sub === 'sessions') {
+      const r = await call(ctx, 'GET', '/v1/console/sessions');
+      write(
+        ctx,
+        r,
+        r.items.length
+          ? r.items
+              .map(
+                (s: Json) =>
+                  `${s.session}  ${s.operator.padEnd(16)} since ${s.createdAt}  last ${s.lastSeenAt}  ${s.address ?? ''}`,
+              )
+              .join('\n')
+          : 'no live console sessions',
+      );
+      return 0;
+    }
+    if (sub === 'revoke-sessions') {
+      const operator = parsed.values['operator'];
+      const r = await call(ctx, 'POST', '/v1/console/sessions/revoke', operator ? { operator } : {});
+      write(ctx, r, `ended ${r.sessionsEnded} console session(s) of operator ${r.operator}`);
+      return 0;
+    }
+    throw new UsageError('console takes no subcommand, or sessions, or revoke-sessions [--operator ID]');
+  },
+};
