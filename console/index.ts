@@ -198,7 +198,9 @@ export async function buildConsole(config: ConsoleConfig, deps: ConsoleDeps): Pr
     reply.header('content-security-policy', CSP);
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-frame-options', 'DENY');
-    reply.header('referrer-policy', 'no-referrer');
+    // same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` with a form POST, and the
+    // origin check needs the real one. Other sites never see a console address (or a sign-in token in one).
+    reply.header('referrer-policy', 'same-origin');
     reply.header('cross-origin-opener-policy', 'same-origin');
     reply.header('strict-transport-security', 'max-age=31536000');
     if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');

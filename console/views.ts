@@ -108,13 +108,13 @@ export function overviewBody(o: Overview): Html {
     <table class="compact"><thead><tr><th scope="col">CA</th><th scope="col">Age</th><th scope="col">Next update</th></tr></thead>
     <tbody>${o.crls.map(
       (c) =>
-        html`<tr><td>${c.ca}</td><td><span data-live="crl.${c.ca}.age">${c.ageSeconds}</span> s</td><td>${when(c.nextUpdate)}</td></tr>`,
+        html`<tr><td>${c.ca}</td><td><span data-live="crl.${c.ca}.age">${c.ageSeconds}</span> s</td><td><time datetime="${c.nextUpdate}">${c.nextUpdate.slice(0, 16).replace('T', ' ')}</time></td></tr>`,
     )}</tbody></table></section>
   <section class="card" aria-labelledby="c-ca"><h2 id="c-ca">Certificate authorities</h2>
     <table class="compact"><thead><tr><th scope="col">CA</th><th scope="col">Expires</th><th scope="col" class="n">Days left</th></tr></thead>
     <tbody>${o.cas.map(
       (c) =>
-        html`<tr><td>${c.name}</td><td>${when(c.notAfter)}</td><td class="n${c.daysLeft < 365 ? ' warn' : ''}">${num(c.daysLeft)}</td></tr>`,
+        html`<tr><td>${c.name}</td><td><time datetime="${c.notAfter}">${c.notAfter.slice(0, 10)}</time></td><td class="n${c.daysLeft < 365 ? ' warn' : ''}">${num(c.daysLeft)}</td></tr>`,
     )}</tbody></table></section>
 </div>`;
 }
