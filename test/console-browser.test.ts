@@ -65,9 +65,12 @@ async function eventually(check: () => Promise<void>, ms = 10_000): Promise<void
     }
   }
 }
+// What a user sees (Playwright's innerText), not DOM text.
 const contains = (l: Locator, text: string, ms?: number) =>
+  // biome-ignore lint/performance/useDomNodeTextContent: a Playwright locator, not a DOM node
   eventually(async () => expect(await l.first().innerText()).toContain(text), ms);
 const equals = (l: Locator, text: string, ms?: number) =>
+  // biome-ignore lint/performance/useDomNodeTextContent: a Playwright locator, not a DOM node
   eventually(async () => expect((await l.first().innerText()).trim()).toBe(text), ms);
 
 describe.skipIf(!ready)('operator console in Chromium', () => {
