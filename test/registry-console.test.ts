@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { explainCall } from '../console/bench/explain.ts';
 import { seedDevices } from '../console/bench/seed.ts';
 import { isFleetError } from '../pki/errors.ts';
 import {
@@ -301,22 +302,7 @@ describe.each(backends('regconsole'))('console queries on $name', (backend) => {
     await db.execute(sql`analyze status_changes`);
     const plans: Record<string, string> = {};
     const explain = async (name: string, run: () => Promise<unknown>) => {
-      // The query as the console runs it, captured from the driver's text: EXPLAIN of the same SQL.
-      const seen: { sql: string; params: unknown[] }[] = [];
-      const logger = (db as unknown as { dialect: unknown; session: { logger: unknown } }).session;
-      const original = logger.logger;
-      logger.logger = { logQuery: (q: string, params: unknown[]) => seen.push({ sql: q, params }) };
-      try {
-        await run();
-      } finally {
-        logger.logger = original;
-      }
-      const lines: string[] = [];
-      for (const q of seen) {
-        const text = q.sql.replace(/\$(\d+)/g, (_, i) => literal(q.params[Number(i) - 1]));
-        for (const r of await rows(db, sql.raw(`explain ${text}`))) lines.push(String(Object.values(r)[0]));
-      }
-      plans[name] = lines.join('\n');
+      plans[name] = await explainCall(db, run);
       return plans[name]!;
     };
     const cases: [string, () => Promise<unknown>][] = [
@@ -349,11 +335,3 @@ describe.each(backends('regconsole'))('console queries on $name', (backend) => {
       );
   }, 120_000);
 });
-
-function literal(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (v instanceof Date) return `'${v.toISOString()}'`;
-  return `'${String(v).replace(/'/g, "''")}'`;
-}
