@@ -64,6 +64,13 @@ function checkSha256(v: unknown, field: string): string {
  */
 const DEVICE_ID = sql.raw('"devices"."id"');
 
+/**
+ * "Not connected now" as a scalar sub-select: a primary-key lookup per device walked in index order (a
+ * NOT EXISTS would be turned into an anti-join that may hash all of presence).
+ */
+const notConnected = sql`coalesce((select p.connected from presence p
+  where p.kind = 'device' and p.id = ${DEVICE_ID}), false) = false`;
+
 /** `id` in byte order: the expression the console's indexes are built on. */
 const byteOrder = (col: unknown) => sql`${col} collate "C"`;
 
@@ -234,8 +241,7 @@ export async function searchDevices(db: Db, q: DeviceSearch = {}): Promise<Page<
   } else {
     if (q.cursor !== undefined) where.push(sql`${byteOrder(devices.id)} > ${q.cursor}`);
     if (q.connected === false) {
-      where.push(sql`not exists (select 1 from ${presence} p
-        where p.kind = 'device' and p.id = ${DEVICE_ID} and p.connected)`);
+      where.push(notConnected);
     }
     rows = (await db
       .select(listColumns)
@@ -251,32 +257,43 @@ export async function searchDevices(db: Db, q: DeviceSearch = {}): Promise<Page<
 }
 
 /**
- * How many devices match, counting at most `cap` (a search over a large fleet says "10,000+" rather than
- * walking every match).
+ * How many devices match. Without a filter, by status alone, or "connected now" alone, the exact number
+ * from the counters; otherwise counted along the same index as the page, stopping after `cap` matches (a
+ * search over a large fleet says "1,000+" rather than walking every match).
  */
 export async function countDevices(
   db: Db,
   q: DeviceSearch = {},
-  cap = 10_000,
+  cap = 1000,
 ): Promise<{ n: number; capped: boolean }> {
   checkSearch(q);
-  const where = deviceFilters(q);
-  if (q.connected === true) {
-    where.push(sql`exists (select 1 from ${presence} p
-      where p.kind = 'device' and p.id = ${DEVICE_ID} and p.connected)`);
-  } else if (q.connected === false) {
-    where.push(sql`not exists (select 1 from ${presence} p
-      where p.kind = 'device' and p.id = ${DEVICE_ID} and p.connected)`);
+  if (!q.prefix && q.product === undefined && q.fleet === undefined && q.station === undefined) {
+    if (q.connected === undefined) {
+      const c = await deviceCounts(db);
+      return { n: q.status ? c[q.status] : c.total, capped: false };
+    }
+    if (q.connected === true && q.status === undefined) return { n: await connectedCount(db), capped: false };
   }
-  const inner = db
-    .select({ one: sql`1` })
-    .from(devices)
-    .where(where.length > 0 ? and(...where) : undefined)
+  const where = deviceFilters(q);
+  let inner: SQL;
+  if (q.connected === true) {
+    // Along the connected devices' index, as the page is read, one primary-key lookup per entry: the
+    // lateral sub-select with OFFSET 0 is not flattened into a join the planner could hash.
+    inner = sql`select 1 from ${presence} cross join lateral (select 1 from ${devices}
+        where ${devices.id} = ${presence.id} ${where.length ? sql`and ${and(...where)}` : sql``} offset 0) d
+      where ${presence.kind} = 'device' and ${presence.connected}
+      order by ${byteOrder(presence.id)} limit ${cap + 1}`;
+  } else {
+    if (q.connected === false) {
+      where.push(notConnected);
+    }
     // In index order: the walk stops after cap + 1 matches whatever the filter's selectivity.
-    .orderBy(byteOrder(devices.id))
-    .limit(cap + 1)
-    .as('m');
-  const [r] = await db.select({ n: count() }).from(inner);
+    inner = sql`select 1 from ${devices} ${where.length ? sql`where ${and(...where)}` : sql``}
+      order by ${byteOrder(devices.id)} limit ${cap + 1}`;
+  }
+  const [r] = (await db
+    .execute(sql`select count(*)::int as n from (${inner}) m`)
+    .then((x) => (Array.isArray(x) ? x : (x as { rows: unknown[] }).rows))) as { n: number | string }[];
   const n = Number(r?.n ?? 0);
   return n > cap ? { n: cap, capped: true } : { n, capped: false };
 }

@@ -10,7 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consoleConfig } from '../console/config.ts';
 import { sessionAfter } from '../console/routes.ts';
 import { createConsoleLink } from '../registry/console.ts';
-import { backends, type Creds, createStation, type Harness, startHarness, uid } from './helpers/provisioning.ts';
+import {
+  backends,
+  type Creds,
+  createStation,
+  type Harness,
+  startHarness,
+  uid,
+} from './helpers/provisioning.ts';
 
 describe.each(backends('console'))('console on $name', (backend) => {
   let h: Harness;
@@ -73,7 +80,9 @@ describe.each(backends('console'))('console on $name', (backend) => {
     expect(r.json.operator).toBe(h.operator.id);
     expect(r.json.url).toMatch(new RegExp(`^${base}/signin\\?token=[A-Za-z0-9_-]{43}$`));
     const station: Creds = await createStation(h, { products: ['thermo'] });
-    expect((await h.call(station, 'POST', '/v1/console/links')).json.error.code).toBe('IDENTITY_KIND_FORBIDDEN');
+    expect((await h.call(station, 'POST', '/v1/console/links')).json.error.code).toBe(
+      'IDENTITY_KIND_FORBIDDEN',
+    );
     expect((await h.call(null, 'POST', '/v1/console/links')).status).toBe(401);
     const audit = await h.registry.listAudit({ actor: `operator:${h.operator.id}`, action: 'console.link' });
     expect(audit.items.length).toBe(1);
@@ -83,7 +92,9 @@ describe.each(backends('console'))('console on $name', (backend) => {
     const { cookie, csrf } = await signIn(h.operator.id);
     const dev = uid('dev');
     const { csrPem } = h.keyAndCsr();
-    expect((await h.call(h.operator, 'POST', '/v1/devices', { id: dev, product: 'thermo', csr: csrPem })).status).toBe(201);
+    expect(
+      (await h.call(h.operator, 'POST', '/v1/devices', { id: dev, product: 'thermo', csr: csrPem })).status,
+    ).toBe(201);
     const paths = [
       [`/devices/${dev}/actions/suspend`, ''],
       [`/stations/${uid('st')}/actions/revoke`, ''],
@@ -93,7 +104,9 @@ describe.each(backends('console'))('console on $name', (backend) => {
     for (const [path, body] of paths) {
       expect((await post(path!, body!, cookie)).code, path).toBe('CONSOLE_CSRF_INVALID');
       expect((await post(path!, `_csrf=${csrf}x`, cookie)).code, path).toBe('CONSOLE_CSRF_INVALID');
-      expect((await post(path!, `_csrf=${csrf}`, cookie, 'https://evil.example')).code, path).toBe('CONSOLE_ORIGIN_INVALID');
+      expect((await post(path!, `_csrf=${csrf}`, cookie, 'https://evil.example')).code, path).toBe(
+        'CONSOLE_ORIGIN_INVALID',
+      );
       expect((await post(path!, `_csrf=${csrf}`, cookie, null)).code, path).toBe('CONSOLE_ORIGIN_INVALID');
     }
     expect((await h.registry.getDeviceRow(dev))?.status).toBe('active');
@@ -123,10 +136,12 @@ describe.each(backends('console'))('console on $name', (backend) => {
       expect(r.status, path).toBe(status);
       expect(r.text, path).toContain('role="alert"');
     }
-    expect((await post(`/devices/${uid('nobody')}/actions/revoke`, `_csrf=${csrf}&reason=bogus`, cookie)).code).toBe(
-      'CONSOLE_INPUT_INVALID',
+    expect(
+      (await post(`/devices/${uid('nobody')}/actions/revoke`, `_csrf=${csrf}&reason=bogus`, cookie)).code,
+    ).toBe('CONSOLE_INPUT_INVALID');
+    expect((await post(`/devices/${uid('nobody')}/actions/revoke`, `_csrf=${csrf}`, cookie)).code).toBe(
+      'SUBJECT_NOT_FOUND',
     );
-    expect((await post(`/devices/${uid('nobody')}/actions/revoke`, `_csrf=${csrf}`, cookie)).code).toBe('SUBJECT_NOT_FOUND');
   });
 
   it('sends pages that cannot be framed, cached or scripted from elsewhere', async () => {
@@ -165,7 +180,11 @@ describe.each(backends('console'))('console on $name', (backend) => {
     for (let i = 0; i < 3; i++) {
       const { csrPem } = h.keyAndCsr();
       const id = uid('casc');
-      const r = await h.call(station, 'POST', '/v1/enrollments', { deviceId: id, product: 'thermo', csr: csrPem });
+      const r = await h.call(station, 'POST', '/v1/enrollments', {
+        deviceId: id,
+        product: 'thermo',
+        csr: csrPem,
+      });
       expect(r.status).toBe(201);
       ids.push(id);
     }

@@ -192,7 +192,9 @@ async function main() {
     ['page in the middle', () => searchDevices(db, { cursor: mid, limit: 50 })],
     ['id prefix', () => searchDevices(db, { prefix: `${prefix}-0421`, limit: 50 })],
     ['product + connected', () => searchDevices(db, { product: 'meter', connected: true, limit: 50 })],
-    ['match count, capped at 10,000', () => countDevices(db, { product: 'meter' })],
+    ['match count, capped at 1,000', () => countDevices(db, { product: 'meter' })],
+    ['match count, product + connected', () => countDevices(db, { product: 'meter', connected: true })],
+    ['match count, fleet + not connected', () => countDevices(db, { fleet: 'apac', connected: false })],
     ['presence history', () => presenceHistoryOf(db, 'device', ids.first, 20)],
   ];
   for (const [name, run] of plans) {
