@@ -14,7 +14,7 @@
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
@@ -76,6 +76,11 @@ async function main() {
   console.log(
     `registry: ${databaseUrl ? 'PostgreSQL (DATABASE_URL)' : 'PGlite on disk (the embedded default)'}`,
   );
+  const load = () =>
+    loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ');
+  console.log(`load average at start: ${load()} (2 shared cores: a busy machine widens the p95)`);
   const t = performance.now();
   const ids = await seedDevices(db, { prefix, count: DEVICES });
   await db.execute(sql`analyze`);
@@ -178,6 +183,7 @@ async function main() {
         .padEnd(20)} ${f1(pct(xs, 50) / baseline)}`,
     );
   }
+  console.log(`load average at the end: ${load()}`);
   console.log(
     `\nworst p95 of a page: ${f1(worst)} ms (${worst < BUDGET_MS ? 'under' : 'OVER'} the ${BUDGET_MS} ms budget)`,
   );
