@@ -24,6 +24,7 @@ import type { CrlPublisher } from '../provisioning/crl.ts';
 import type { OperatorActions } from '../provisioning/operator-actions.ts';
 import {
   createConsoleLink,
+  dbOf,
   listConsoleSessions,
   pruneConsoleSignIns,
   prunePresenceHistory,
@@ -101,7 +102,7 @@ export function registerConsoleApi(
         throw new ConsoleError('CONSOLE_DISABLED', 'the console is not served by this provisioning service');
       const token = newToken();
       const expiresAt = new Date(Date.now() + o.config.linkTtlSeconds * 1000);
-      await createConsoleLink(o.registry.database, {
+      await createConsoleLink(dbOf(o.registry), {
         tokenSha256: sha256(token),
         operator: who.id,
         expiresAt,
@@ -137,7 +138,7 @@ export function registerConsoleApi(
       const who = await operatorOf(req);
       const target = (req.body as { operator?: string } | undefined)?.operator ?? who.id;
       const ended = await revokeConsoleSessions(
-        o.registry.database,
+        dbOf(o.registry),
         { operator: target },
         ref('operator', who.id),
       );
@@ -159,7 +160,7 @@ export function registerConsoleApi(
     },
     async (req) => {
       await operatorOf(req);
-      const rows = await listConsoleSessions(o.registry.database);
+      const rows = await listConsoleSessions(dbOf(o.registry));
       return {
         items: rows.map((s) => ({
           session: s.idSha256.slice(0, 16),
@@ -234,7 +235,7 @@ export async function buildConsole(config: ConsoleConfig, deps: ConsoleDeps): Pr
   // Housekeeping: old sign-ins and connection history beyond its retention, hourly.
   const prune = async () => {
     try {
-      const db = deps.registry.database;
+      const db = dbOf(deps.registry);
       const signIns = await pruneConsoleSignIns(db);
       let history = 0;
       for (let n = -1; n !== 0; ) {

@@ -6,6 +6,7 @@ import { ISSUING_CAS } from '../provisioning/crl.ts';
 import {
   connectedCount,
   type DeviceCounts,
+  dbOf,
   deviceCounts,
   expiringCount,
   revocationsSince,
@@ -34,7 +35,7 @@ export interface OverviewDeps {
 
 /** Every figure from an index or a counter: a constant number of small queries. */
 export async function overview(d: OverviewDeps): Promise<Overview> {
-  const db = d.registry.database;
+  const db = dbOf(d.registry);
   const now = new Date();
   const midnight = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()));
   const [devices, connected, revoked, expiring30, expiring90, ...crls] = await Promise.all([

@@ -16,6 +16,7 @@ import {
   cascadeSessions,
   countDevices,
   type DeviceSearch,
+  dbOf,
   expiringCount,
   findConsoleSessionByPrefix,
   listConsoleSessions,
@@ -133,7 +134,7 @@ export function sessionAfter(since: Date, history: PresenceHistoryRow[]) {
 
 export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   const { registry } = d;
-  const db = () => registry.database;
+  const db = () => dbOf(registry);
 
   app.decorateRequest('operator', null);
 

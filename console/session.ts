@@ -16,6 +16,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
+  dbOf,
   liveConsoleSession,
   type NewConsoleSession,
   redeemConsoleLink,
@@ -80,7 +81,7 @@ export class Sessions {
     if (!token || !TOKEN.test(token))
       throw new ConsoleError('CONSOLE_SIGN_IN_REQUIRED', 'sign in with a link from `fleet console`');
     const id = sha256(token);
-    const live = await liveConsoleSession(this.registry.database, id, this.opts.idleSeconds);
+    const live = await liveConsoleSession(dbOf(this.registry), id, this.opts.idleSeconds);
     if (!live)
       throw new ConsoleError(
         'CONSOLE_SIGN_IN_REQUIRED',
@@ -92,7 +93,7 @@ export class Sessions {
         `operator ${live.session.operator} is ${live.operatorStatus ?? 'unknown'}: the console refuses its sessions`,
       );
     if (Date.now() - live.session.lastSeenAt.getTime() > 60_000)
-      await touchConsoleSession(this.registry.database, id);
+      await touchConsoleSession(dbOf(this.registry), id);
     return {
       id: live.session.operator,
       actor: `operator:${live.session.operator}`,
@@ -118,7 +119,7 @@ export class Sessions {
       address: meta.address,
       userAgent: meta.userAgent ? meta.userAgent.slice(0, 300) : null,
     };
-    const r = await redeemConsoleLink(this.registry.database, sha256(linkToken), session);
+    const r = await redeemConsoleLink(dbOf(this.registry), sha256(linkToken), session);
     return 'session' in r ? { token, session: r.session } : r;
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The queries the operator console needs, beside the Registry class: functions over its database handle
- * (`registry.database`), on PGlite and PostgreSQL alike.
+ * (`dbOf(registry)`), on PGlite and PostgreSQL alike.
  *
  * Every list is keyset-paged in id byte order (`id collate "C"`, matched by the indexes in schema.ts), so a
  * page costs the same on the first and on the thousandth page, and an id prefix is one index range. Counts
@@ -21,7 +21,7 @@ import {
 } from './console-schema.ts';
 import type { Db } from './db.ts';
 import { RegistryError } from './errors.ts';
-import type { Page } from './registry.ts';
+import type { Page, Registry } from './index.ts';
 import {
   certificates,
   type DeviceRow,
@@ -33,6 +33,11 @@ import {
   type SubjectStatus,
   statusChanges,
 } from './schema.ts';
+
+/** The registry's database handle for the functions below (REGISTRY_CLOSED once it is closed). */
+export function dbOf(registry: Registry): Db {
+  return registry.database;
+}
 
 const MAX_LIMIT = 200;
 const HEX_SHA256 = /^[0-9a-f]{64}$/;

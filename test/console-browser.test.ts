@@ -9,6 +9,7 @@
  *
  * Screenshots go to FLEET_CONSOLE_SCREENSHOTS (e.g. docs/console) when set, else to a temporary folder.
  */
+
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +28,7 @@ import { consoleConfig } from '../console/config.ts';
 import { certToPem } from '../pki/x509.ts';
 import { buildProvisioning, type Provisioning } from '../provisioning/index.ts';
 import { Issuance } from '../provisioning/issuance.ts';
+import { dbOf } from '../registry/console.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 import { closedWithin, enroll, startBroker, tryConnect } from './helpers/broker.ts';
 import { makeTestCa, type TestCa } from './helpers/pki.ts';
@@ -254,7 +256,7 @@ describe.skipIf(!ready)('operator console in Chromium', () => {
     const expired = await link();
     const token = new URL(expired).searchParams.get('token')!;
     const { createHash } = await import('node:crypto');
-    await registry.database.execute(
+    await dbOf(registry).execute(
       sql`update console_links set expires_at = now() - interval '1 second'
         where token_sha256 = ${createHash('sha256').update(token).digest('hex')}`,
     );

@@ -9,7 +9,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consoleConfig } from '../console/config.ts';
 import { sessionAfter } from '../console/routes.ts';
-import { createConsoleLink } from '../registry/console.ts';
+import { createConsoleLink, dbOf } from '../registry/console.ts';
 import {
   backends,
   type Creds,
@@ -27,7 +27,7 @@ describe.each(backends('console'))('console on $name', (backend) => {
   /** Signs in as `operator` (a link made straight in the registry) and returns the cookie and CSRF token. */
   async function signIn(operator: string) {
     const token = randomBytes(32).toString('base64url');
-    await createConsoleLink(h.registry.database, {
+    await createConsoleLink(dbOf(h.registry), {
       tokenSha256: createHash('sha256').update(token).digest('hex'),
       operator,
       expiresAt: new Date(Date.now() + 60_000),

@@ -16,6 +16,7 @@ import {
   connectedCount,
   countDevices,
   createConsoleLink,
+  dbOf,
   deviceCounts,
   expiringCount,
   liveConsoleSession,
@@ -84,7 +85,7 @@ describe.each(backends('regconsole'))('console queries on $name', (backend) => {
 
   beforeAll(async () => {
     reg = await backend.open();
-    db = reg.database;
+    db = dbOf(reg);
   });
   afterAll(async () => {
     await reg?.close();

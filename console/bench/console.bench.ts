@@ -28,6 +28,7 @@ import {
   connectedCount,
   countDevices,
   createConsoleLink,
+  dbOf,
   deviceCounts,
   expiringCount,
   presenceHistoryOf,
@@ -71,7 +72,7 @@ async function main() {
     },
   );
   const registry = await openRegistry(databaseUrl ? { databaseUrl } : { dataDir: dir });
-  const db = registry.database;
+  const db = dbOf(registry);
   const prefix = `b${Date.now().toString(36)}`;
   console.log(
     `registry: ${databaseUrl ? 'PostgreSQL (DATABASE_URL)' : 'PGlite on disk (the embedded default)'}`,
