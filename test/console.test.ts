@@ -5,8 +5,13 @@
  * security headers, and a station revocation cascading over a previewed window of devices.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../cli/main.ts';
 import { consoleConfig } from '../console/config.ts';
 import { sessionAfter } from '../console/routes.ts';
 import { createConsoleLink, dbOf } from '../registry/console.ts';
@@ -170,6 +175,48 @@ describe.each(backends('console'))('console on $name', (backend) => {
     expect(ended.json).toEqual({ operator: op.id, sessionsEnded: 2 });
     expect((await get('/', a.cookie)).status).toBe(401);
     expect((await get('/', b.cookie)).status).toBe(401);
+  });
+
+  it('fleet console prints a link that signs in once; revoke-sessions ends the sessions', async () => {
+    // A data directory as `fleet init` leaves it, holding this harness's operator credential.
+    const dir = await mkdtemp(join(tmpdir(), 'fleet-console-cli-'));
+    await mkdir(join(dir, 'operator'));
+    await mkdir(join(dir, 'ca'));
+    await copyFile(h.operator.certPath, join(dir, 'operator', 'admin.crt.pem'));
+    await copyFile(h.operator.keyPath, join(dir, 'operator', 'admin.key.pem'));
+    await writeFile(join(dir, 'ca', 'root.crt.pem'), h.ca.ca.rootPem);
+    const cli = async (...args: string[]) => {
+      let out = '';
+      const sink = new Writable({ write: (c, _e, cb) => ((out += String(c)), cb()) });
+      const code = await runCli(
+        [...args, '--data', dir, '--json'],
+        { FLEET_API_URL: h.apiUrl },
+        { out: sink, err: sink },
+      );
+      return { code, json: code === 0 ? JSON.parse(out) : out };
+    };
+    try {
+      const r = await cli('console');
+      expect(r.code).toBe(0);
+      expect(r.json.operator).toBe(h.operator.id);
+      const token = new URL(r.json.url).searchParams.get('token')!;
+      const first = await post('/signin', `token=${token}`);
+      expect(first.status).toBe(303);
+      expect((await post('/signin', `token=${token}`)).code).toBe('CONSOLE_LINK_INVALID');
+      const cookie = String(first.headers['set-cookie']).split(';')[0]!;
+      expect((await get('/', cookie)).status).toBe(200);
+      expect(
+        (await cli('console', 'sessions')).json.items.some(
+          (s: { operator: string }) => s.operator === h.operator.id,
+        ),
+      ).toBe(true);
+      const ended = await cli('console', 'revoke-sessions');
+      expect(ended.json.sessionsEnded).toBeGreaterThanOrEqual(1);
+      expect((await get('/', cookie)).status).toBe(401);
+      expect((await cli('console', 'bogus')).code).toBe(2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('previews a station cascade with its device count, then revokes exactly those devices', async () => {
