@@ -187,7 +187,12 @@ describe.each(backends('console'))('console on $name', (backend) => {
     await writeFile(join(dir, 'ca', 'root.crt.pem'), h.ca.ca.rootPem);
     const cli = async (...args: string[]) => {
       let out = '';
-      const sink = new Writable({ write: (c, _e, cb) => ((out += String(c)), cb()) });
+      const sink = new Writable({
+        write: (c, _e, cb) => {
+          out += String(c);
+          cb();
+        },
+      });
       const code = await runCli(
         [...args, '--data', dir, '--json'],
         { FLEET_API_URL: h.apiUrl },
