@@ -63,23 +63,25 @@ BEGIN
         UNION ALL SELECT kind, -1 FROM old_rows WHERE connected
       ) x GROUP BY k HAVING sum(d) <> 0
     ON CONFLICT (key, shard) DO UPDATE SET n = counters.n + excluded.n;
-    -- A newer connect starts a session.
+    -- Neither statement joins new_rows with old_rows: the transition tables have no index, and a join of
+    -- two 500-row batches cost more than the flush itself. Both read the new state alone, with a
+    -- primary-key or index lookup per row, and are idempotent.
+    -- A connect not in the history yet starts a session (a scalar sub-select stays a per-row index
+    -- lookup; NOT EXISTS could be planned as a hashed anti-join over the whole history).
     INSERT INTO presence_history (kind, id, broker_node, remote_address, connected_at, disconnected_at)
       SELECT n.kind, n.id, n.broker_node, n.remote_address, n.connected_at,
              CASE WHEN n.connected THEN NULL ELSE n.disconnected_at END
-      FROM new_rows n JOIN old_rows o ON o.kind = n.kind AND o.id = n.id
-      WHERE n.connected_at IS NOT NULL AND n.connected_at IS DISTINCT FROM o.connected_at;
-    -- A newer disconnect ends the open sessions that began before it: all of them when the subject is
-    -- offline now, else only those older than the current connection (the node it left, after it moved).
-    UPDATE presence_history h SET disconnected_at = c.disconnected_at
-      FROM (
-        SELECT n.kind, n.id, n.disconnected_at, n.connected, n.connected_at
-        FROM new_rows n JOIN old_rows o ON o.kind = n.kind AND o.id = n.id
-        WHERE n.disconnected_at IS NOT NULL AND n.disconnected_at IS DISTINCT FROM o.disconnected_at
-      ) c
-      WHERE h.kind = c.kind AND h.id = c.id AND h.disconnected_at IS NULL
-        AND h.connected_at <= c.disconnected_at
-        AND (NOT c.connected OR h.connected_at < c.connected_at);
+      FROM new_rows n
+      WHERE n.connected_at IS NOT NULL
+        AND (SELECT h.seq FROM presence_history h
+             WHERE h.kind = n.kind AND h.id = n.id AND h.connected_at = n.connected_at LIMIT 1) IS NULL;
+    -- A disconnect ends the open sessions that began before it: all of them when the subject is offline
+    -- now, else only those older than the current connection (the node it left, after it moved).
+    UPDATE presence_history h SET disconnected_at = n.disconnected_at
+      FROM new_rows n
+      WHERE h.kind = n.kind AND h.id = n.id AND h.disconnected_at IS NULL
+        AND n.disconnected_at IS NOT NULL AND h.connected_at <= n.disconnected_at
+        AND (NOT n.connected OR h.connected_at < n.connected_at);
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO counters (key, shard, n)
       SELECT 'presence.' || kind || '.connected', pg_backend_pid() % 16, -count(*)
