@@ -4,6 +4,7 @@
  * (provisioning, broker) and the CLI, which all import it; it imports only pki/.
  */
 export { caConfigFrom } from './ca.ts';
+export { type ConsoleConfig, consoleConfig, loadConsoleConfig } from './console.ts';
 export { ConfigError } from './errors.ts';
 export { caPassphrase, keyStoreFor, type PassphraseResult } from './keystore.ts';
 export { type ConfigFlags, type FleetConfig, loadConfig } from './load.ts';

@@ -3,8 +3,9 @@
  * `main`: cli/main.ts, provisioning/main.ts) and passed down. Nothing below a `main` reads process.env.
  */
 import { resolve } from 'node:path';
-import { type ConsoleConfig, loadConsoleConfig } from '../console/config.ts';
+
 import type { KeyAlgorithm } from '../pki/keystore.ts';
+import { type ConsoleConfig, loadConsoleConfig } from './console.ts';
 import { ConfigError } from './errors.ts';
 
 export interface FleetConfig {

@@ -20,8 +20,6 @@ export const CONSOLE_ERRORS = {
   CONSOLE_NOT_FOUND: 404,
   /** The console is switched off (FLEET_CONSOLE=off): no link can be made. */
   CONSOLE_DISABLED: 409,
-  /** A console setting in the environment is malformed. */
-  CONSOLE_CONFIG_INVALID: 400,
 } as const;
 
 export type ConsoleErrorCode = keyof typeof CONSOLE_ERRORS;

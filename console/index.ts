@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import type { ConsoleConfig } from '../config/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import type { Identity } from '../pki/ids.ts';
 import type { Authenticator } from '../provisioning/auth.ts';
@@ -32,7 +33,6 @@ import {
 } from '../registry/console.ts';
 import { type Registry, ref } from '../registry/index.ts';
 import { BrokerMetricsReader } from './broker-metrics.ts';
-import type { ConsoleConfig } from './config.ts';
 import { ConsoleError } from './errors.ts';
 import { registerRoutes } from './routes.ts';
 import { newToken, Sessions, sha256 } from './session.ts';

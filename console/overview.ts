@@ -2,7 +2,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import type { CrlPublisher } from '../provisioning/crl.ts';
-import { ISSUING_CAS } from '../provisioning/crl.ts';
 import {
   connectedCount,
   type DeviceCounts,
@@ -13,6 +12,9 @@ import {
 } from '../registry/console.ts';
 import type { Registry } from '../registry/index.ts';
 import type { BrokerMetricsReader, BrokerRates } from './broker-metrics.ts';
+
+/** The issuing CAs, each with its CRL (as provisioning/crl.ts publishes them). */
+const ISSUING_CAS = ['device', 'infrastructure'] as const;
 
 export interface Overview {
   at: string;

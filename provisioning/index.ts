@@ -13,7 +13,7 @@ import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
-import type { ConsoleConfig } from '../console/config.ts';
+import type { ConsoleConfig } from '../config/index.ts';
 import { attachConsole, type ConsoleServer } from '../console/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { certToPem } from '../pki/x509.ts';

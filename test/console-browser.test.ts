@@ -24,7 +24,7 @@ import type { BrowserContext, Locator, Page } from 'playwright-core';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../broker/index.ts';
-import { consoleConfig } from '../console/config.ts';
+import { consoleConfig } from '../config/index.ts';
 import { certToPem } from '../pki/x509.ts';
 import { buildProvisioning, type Provisioning } from '../provisioning/index.ts';
 import { Issuance } from '../provisioning/issuance.ts';

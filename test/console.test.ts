@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../cli/main.ts';
-import { consoleConfig } from '../console/config.ts';
+import { consoleConfig } from '../config/index.ts';
 import { sessionAfter } from '../console/routes.ts';
 import { createConsoleLink, dbOf } from '../registry/console.ts';
 import {

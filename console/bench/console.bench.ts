@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { Agent, request } from 'undici';
+import { consoleConfig } from '../../config/index.ts';
 import { createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
 import { FileKeyStore } from '../../pki/keystore.ts';
 import { buildProvisioning } from '../../provisioning/index.ts';
@@ -36,7 +37,6 @@ import {
   searchDevices,
 } from '../../registry/console.ts';
 import { openRegistry } from '../../registry/index.ts';
-import { consoleConfig } from '../config.ts';
 import { sha256 } from '../session.ts';
 import { explainCall } from './explain.ts';
 import { seedDevices } from './seed.ts';

@@ -1,9 +1,9 @@
 /**
- * The console's settings, parsed once from the environment into a frozen object by the configuration
- * loader at the top (nothing below `main` reads process.env) and handed to provisioning, which serves it.
+ * The operator console's settings (FLEET_CONSOLE_*), parsed once with the rest of the configuration
+ * (load.ts) into a frozen object and handed to provisioning, which serves the console (console/).
  */
 import { resolve } from 'node:path';
-import { ConsoleError } from './errors.ts';
+import { ConfigError } from './errors.ts';
 
 export interface ConsoleConfig {
   /** FLEET_CONSOLE=off switches it off (default on). */
@@ -37,9 +37,7 @@ function positive(env: Env, name: string, dflt: number, max: number): number {
   if (raw === undefined || raw === '') return dflt;
   const n = Number(raw);
   if (!Number.isFinite(n) || n <= 0 || n > max)
-    throw new ConsoleError('CONSOLE_CONFIG_INVALID', `${name} must be a number above 0 and at most ${max}`, {
-      details: { name },
-    });
+    throw new ConfigError(`${name} must be a number above 0 and at most ${max}`, { name });
   return n;
 }
 
@@ -48,14 +46,12 @@ export function loadConsoleConfig(env: Env, base: { host: string; metricsPort: n
   const rawPort = env.FLEET_CONSOLE_PORT;
   const port = rawPort === undefined || rawPort === '' ? 8444 : Number(rawPort);
   if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new ConsoleError('CONSOLE_CONFIG_INVALID', 'FLEET_CONSOLE_PORT must be a port number (0-65535)', {
-      details: { name: 'FLEET_CONSOLE_PORT' },
+    throw new ConfigError('FLEET_CONSOLE_PORT must be a port number (0-65535)', {
+      name: 'FLEET_CONSOLE_PORT',
     });
   const publicUrl = env.FLEET_CONSOLE_URL || undefined;
   if (publicUrl && !/^https:\/\/[^\s/?#]+(:\d+)?\/?$/.test(publicUrl))
-    throw new ConsoleError('CONSOLE_CONFIG_INVALID', 'FLEET_CONSOLE_URL must be an https:// origin', {
-      details: { name: 'FLEET_CONSOLE_URL' },
-    });
+    throw new ConfigError('FLEET_CONSOLE_URL must be an https:// origin', { name: 'FLEET_CONSOLE_URL' });
   const brokerMetrics = (
     env.FLEET_CONSOLE_BROKER_METRICS ?? `http://${base.host}:${base.metricsPort}/metrics`
   )
@@ -64,17 +60,16 @@ export function loadConsoleConfig(env: Env, base: { host: string; metricsPort: n
     .filter((u) => u !== '' && u !== 'off');
   for (const u of brokerMetrics) {
     if (!/^https?:\/\/[^\s]+$/.test(u))
-      throw new ConsoleError('CONSOLE_CONFIG_INVALID', `FLEET_CONSOLE_BROKER_METRICS: ${u} is not a URL`, {
-        details: { name: 'FLEET_CONSOLE_BROKER_METRICS' },
+      throw new ConfigError(`FLEET_CONSOLE_BROKER_METRICS: ${u} is not a URL`, {
+        name: 'FLEET_CONSOLE_BROKER_METRICS',
       });
   }
   const certFile = env.FLEET_CONSOLE_CERT_FILE ? resolve(env.FLEET_CONSOLE_CERT_FILE) : undefined;
   const keyFile = env.FLEET_CONSOLE_KEY_FILE ? resolve(env.FLEET_CONSOLE_KEY_FILE) : undefined;
   if (Boolean(certFile) !== Boolean(keyFile))
-    throw new ConsoleError(
-      'CONSOLE_CONFIG_INVALID',
-      'FLEET_CONSOLE_CERT_FILE and FLEET_CONSOLE_KEY_FILE go together',
-    );
+    throw new ConfigError('FLEET_CONSOLE_CERT_FILE and FLEET_CONSOLE_KEY_FILE go together', {
+      name: 'FLEET_CONSOLE_CERT_FILE',
+    });
   return Object.freeze({
     enabled: !switchedOff,
     port,
