@@ -161,7 +161,7 @@ export function devicesBody(
           (
             d,
           ) => html`<tr><th scope="row"><a href="/devices/${encodeURIComponent(d.id)}">${d.id}</a></th><td>${badge(d.status)}</td>
-      <td>${connection(d)}</td><td>${d.product}</td><td>${d.fleet}</td><td>${d.enrolledBy ?? '—'}</td><td>${when(d.createdAt)}</td></tr>`,
+      <td data-label="Connection">${connection(d)}</td><td data-label="Product">${d.product}</td><td data-label="Fleet">${d.fleet}</td><td data-label="Enrolled by">${d.enrolledBy ?? '—'}</td><td data-label="Enrolled">${when(d.createdAt)}</td></tr>`,
         )
       : html`<tr><td colspan="7" class="muted">No device matches.</td></tr>`
   }</tbody></table></div>
