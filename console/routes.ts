@@ -141,6 +141,10 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   const requireOperator = async (req: FastifyRequest) => {
     req.operator = await d.sessions.authenticate(req);
   };
+  /** The pages' background refresh: authenticated, but not activity that keeps an idle session alive. */
+  const requireOperatorQuietly = async (req: FastifyRequest) => {
+    req.operator = await d.sessions.authenticate(req, { touch: false });
+  };
   /** POSTs: a live session, from the console's origin, with the session's CSRF token. */
   const requireAction = async (req: FastifyRequest) => {
     checkOrigin(req);
@@ -265,7 +269,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   app.get('/', { preHandler: requireOperator }, async (req, reply) =>
     send(reply, req, 'Overview', v.overviewBody(await overview(d))),
   );
-  app.get('/overview.json', { preHandler: requireOperator }, async () => overview(d));
+  app.get('/overview.json', { preHandler: requireOperatorQuietly }, async () => overview(d));
 
   // ------------------------------------------------------------------------------------------ devices
 
@@ -306,7 +310,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   });
 
   /** The device's status and, after an action at `since`, what became of its live session. */
-  app.get('/devices/:id/live.json', { preHandler: requireOperator }, async (req) => {
+  app.get('/devices/:id/live.json', { preHandler: requireOperatorQuietly }, async (req) => {
     const id = idParam((req.params as { id: string }).id, 'device id');
     const [row, pres, history] = await Promise.all([
       registry.getDeviceRow(id),

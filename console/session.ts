@@ -75,8 +75,12 @@ export class Sessions {
     private readonly opts: { sessionTtlSeconds: number; idleSeconds: number },
   ) {}
 
-  /** The signed-in operator of a request, or a typed refusal. Touches the session at most once a minute. */
-  async authenticate(req: FastifyRequest): Promise<Operator> {
+  /**
+   * The signed-in operator of a request, or a typed refusal. Touches the session (its idle clock) at most
+   * once a minute, and not for `touch: false`: a page's own background refresh is not the operator's
+   * activity, so an open tab left alone still ends after the idle time.
+   */
+  async authenticate(req: FastifyRequest, opts: { touch?: boolean } = {}): Promise<Operator> {
     const token = readCookie(req);
     if (!token || !TOKEN.test(token))
       throw new ConsoleError('CONSOLE_SIGN_IN_REQUIRED', 'sign in with a link from `fleet console`');
@@ -92,7 +96,7 @@ export class Sessions {
         'CONSOLE_OPERATOR_INACTIVE',
         `operator ${live.session.operator} is ${live.operatorStatus ?? 'unknown'}: the console refuses its sessions`,
       );
-    if (Date.now() - live.session.lastSeenAt.getTime() > 60_000)
+    if (opts.touch !== false && Date.now() - live.session.lastSeenAt.getTime() > 60_000)
       await touchConsoleSession(dbOf(this.registry), id);
     return {
       id: live.session.operator,

@@ -9,6 +9,7 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { sql } from 'drizzle-orm';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../cli/main.ts';
@@ -222,6 +223,29 @@ describe.each(backends('console'))('console on $name', (backend) => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it("counts a page's background refresh as no activity: an open tab left alone still goes idle", async () => {
+    const { cookie } = await signIn(h.operator.id);
+    const token = cookie.split('=')[1]!;
+    const id = createHash('sha256').update(token).digest('hex');
+    const lastSeen = async () => {
+      const r = (await dbOf(h.registry).execute(
+        sql`select last_seen_at from console_sessions where id_sha256 = ${id}`,
+      )) as unknown;
+      const rows = (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as {
+        last_seen_at: string | Date;
+      }[];
+      return new Date(rows[0]!.last_seen_at).getTime();
+    };
+    await dbOf(h.registry).execute(
+      sql`update console_sessions set last_seen_at = now() - interval '10 minutes' where id_sha256 = ${id}`,
+    );
+    const before = await lastSeen();
+    expect((await get('/overview.json', cookie)).status).toBe(200);
+    expect(await lastSeen()).toBe(before);
+    expect((await get('/', cookie)).status).toBe(200);
+    expect(await lastSeen()).toBeGreaterThan(before + 9 * 60_000);
   });
 
   it('previews a station cascade with its device count, then revokes exactly those devices', async () => {
