@@ -1,8 +1,8 @@
 /** Certificate revocation lists (RFC 5280 §5), v2, with CRL number and reason codes. */
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
-import { canonicalSerial } from './identity.ts';
 import { OID } from './oids.ts';
+import { canonicalSerial } from './serial.ts';
 import type { Issuer } from './x509.ts';
 import { akiExt, keyIdentifier, readCertificate, sigAlgFor } from './x509.ts';
 
@@ -85,6 +85,7 @@ export function buildCrl(o: CrlOptions): BuiltCrl {
   const revoked: Buffer[] = [];
   for (const e of o.entries) {
     const serial = canonicalSerial(e.serial);
+    if (serial === undefined) throw new PkiError('CRL_INVALID', 'a revoked serial number is not hex');
     // hasOwn, not a lookup: `REVOCATION_REASONS['toString']` is a function, not undefined.
     if (!isRevocationReason(e.reason))
       throw new PkiError('CRL_INVALID', `unknown revocation reason ${String(e.reason)}`);

@@ -7,13 +7,14 @@ import { X509Certificate } from 'node:crypto';
 import { PkiError } from './errors.ts';
 import { type Identity, type IdentityKind, parseIdentityUri } from './ids.ts';
 import { OID } from './oids.ts';
+import { canonicalSerial } from './serial.ts';
 
-/** Canonical serial form: lowercase hex, no leading zero bytes. */
-export function canonicalSerial(hex: string): string {
-  let s = hex.toLowerCase().replace(/[^0-9a-f]/g, '');
-  if (s.length % 2) s = `0${s}`;
-  while (s.length > 2 && s.startsWith('00')) s = s.slice(2);
-  return s;
+/** Node gives the serial as upper-case hex; anything else is not a certificate we can name. */
+function serialOf(cert: X509Certificate): string {
+  const serial = canonicalSerial(cert.serialNumber);
+  if (serial === undefined)
+    throw new PkiError('CERT_MALFORMED', 'the certificate serial number is unreadable');
+  return serial;
 }
 
 /** Reads one attribute (the last occurrence) from Node's `subject`/`issuer` text (one `K=V` a line). */
@@ -85,7 +86,7 @@ export function identityFromCertificate(
   return Object.freeze({
     kind: parsed.kind,
     id: parsed.id,
-    serial: canonicalSerial(cert.serialNumber),
+    serial: serialOf(cert),
     fingerprint: cert.fingerprint256.replace(/:/g, '').toLowerCase(),
     notBefore,
     notAfter,

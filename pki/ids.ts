@@ -55,7 +55,7 @@ export function parseIdentityUri(uri: string): { kind: IdentityKind; id: string 
 export interface Identity {
   readonly kind: IdentityKind;
   readonly id: string;
-  /** Certificate serial, lowercase hex without leading zero bytes' padding removed (canonical form). */
+  /** Certificate serial in its canonical form (pki/serial.ts). */
   readonly serial: string;
   /** SHA-256 of the certificate DER, lowercase hex. */
   readonly fingerprint: string;

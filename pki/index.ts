@@ -12,4 +12,5 @@ export * from './keystore.ts';
 export * from './ocsp.ts';
 export { OID } from './oids.ts';
 export * from './pkcs7.ts';
+export * from './serial.ts';
 export * from './x509.ts';

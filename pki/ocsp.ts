@@ -13,8 +13,8 @@ import * as asn1 from './asn1/schema.ts';
 import { REVOCATION_REASONS, type RevocationReason } from './crl.ts';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
-import { canonicalSerial } from './identity.ts';
 import { OID } from './oids.ts';
+import { canonicalSerial } from './serial.ts';
 import { type Issuer, readCertificate, sigAlgFor, spkiPublicKeyBits } from './x509.ts';
 
 /** Hash algorithms a CertID may use. OpenSSL uses SHA-1 by default; RFC 5019 clients likewise. */
@@ -82,7 +82,7 @@ function toCertId(c: CertIdValue): CertId {
     hashAlgorithm,
     issuerNameHash: Buffer.from(c.issuerNameHash),
     issuerKeyHash: Buffer.from(c.issuerKeyHash),
-    serial: canonicalSerial(c.serialNumber.toString('hex')),
+    serial: canonicalSerial(c.serialNumber.toString('hex')) ?? malformed('bad serial number'),
     der: Buffer.from(c.der),
   });
 }
@@ -216,6 +216,7 @@ export function findIssuerForCertId<T extends Issuer>(certId: CertId, issuers: I
 export function certIdFor(issuer: Issuer, serial: string, alg: OcspHashAlgorithm = 'sha1'): CertId {
   const h = issuerCertIdHashes(issuer, alg);
   const s = canonicalSerial(serial);
+  if (s === undefined) throw new PkiError('OCSP_INVALID', 'a serial number is hex digits only');
   return Object.freeze({
     hashAlgorithm: alg,
     issuerNameHash: h.name,
