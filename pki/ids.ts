@@ -12,27 +12,35 @@ export function isValidId(id: unknown): id is string {
   return typeof id === 'string' && ID_PATTERN.test(id);
 }
 
-/** Throws ID_INVALID naming which rule the id broke. */
-export function assertValidId(id: unknown, what = 'id'): asserts id is string {
+/** Which id rule `id` breaks (a public message and details naming the field), or undefined when it is valid. */
+export function idProblem(
+  id: unknown,
+  what = 'id',
+): { message: string; details: Record<string, unknown> } | undefined {
   if (typeof id !== 'string' || id.length === 0) {
-    throw new PkiError('ID_INVALID', `${what} is missing or not a string`, { details: { field: what } });
+    return { message: `${what} is missing or not a string`, details: { field: what } };
   }
   if (id.length > 64) {
-    throw new PkiError('ID_INVALID', `${what} is longer than 64 characters`, {
-      details: { field: what, length: id.length },
-    });
+    return { message: `${what} is longer than 64 characters`, details: { field: what, length: id.length } };
   }
   if (/[\u0000-\u001f\u007f]/.test(id)) {
-    throw new PkiError('ID_INVALID', `${what} contains a control character`, { details: { field: what } });
+    return { message: `${what} contains a control character`, details: { field: what } };
   }
   if (/[/+#]/.test(id)) {
-    throw new PkiError('ID_INVALID', `${what} contains an MQTT topic character ('/', '+' or '#')`, {
+    return {
+      message: `${what} contains an MQTT topic character ('/', '+' or '#')`,
       details: { field: what },
-    });
+    };
   }
-  if (!ID_PATTERN.test(id)) {
-    throw new PkiError('ID_INVALID', `${what} must match ${ID_PATTERN.source}`, { details: { field: what } });
-  }
+  if (!ID_PATTERN.test(id))
+    return { message: `${what} must match ${ID_PATTERN.source}`, details: { field: what } };
+  return undefined;
+}
+
+/** Throws ID_INVALID naming which rule the id broke. */
+export function assertValidId(id: unknown, what = 'id'): asserts id is string {
+  const problem = idProblem(id, what);
+  if (problem) throw new PkiError('ID_INVALID', problem.message, { details: problem.details });
 }
 
 export function identityUri(kind: IdentityKind, id: string): string {

@@ -25,6 +25,11 @@ export const REGISTRY_ERRORS = {
   INVALID_STATUS_TRANSITION: 409,
   /** A malformed argument (serial not lowercase hex, bad time window, …). */
   REGISTRY_INVALID_INPUT: 400,
+  /**
+   * An id breaks the id rules (design.md). The same public code and status as pki's ID_INVALID, which the
+   * same rule (pki/ids.ts idProblem) raises outside the registry: a client sees one code for one mistake.
+   */
+  ID_INVALID: 400,
 } as const;
 
 export type RegistryErrorCode = keyof typeof REGISTRY_ERRORS;

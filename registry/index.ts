@@ -1,4 +1,49 @@
-/** The registry's public face. */
+/** The registry's public face: what provisioning, the broker, the CLI, the simulator and tests use. */
+export { ref } from './audit.ts';
 export { REGISTRY_ERRORS, RegistryError, type RegistryErrorCode } from './errors.ts';
-export * from './registry.ts';
-export * from './schema.ts';
+export { openRegistry, Registry } from './registry.ts';
+export {
+  AUDIT_OUTCOMES,
+  type AuditOutcome,
+  type AuditRow,
+  CERTIFICATE_STATUSES,
+  type CertificateRow,
+  type CertificateStatus,
+  type DeviceRow,
+  PRINCIPAL_KINDS,
+  type PresenceRow,
+  type PrincipalKind,
+  type PrincipalRow,
+  REVOCATION_REASONS,
+  type RevocationReason,
+  type StatusChangeRow,
+  SUBJECT_KINDS,
+  SUBJECT_STATUSES,
+  type SubjectKind,
+  type SubjectStatus,
+} from './schema.ts';
+export type {
+  AuditFilter,
+  CascadeInput,
+  CertificateStatusInfo,
+  CertificateSummary,
+  ChangeEvent,
+  ChangeListener,
+  DeviceDetail,
+  DeviceFilter,
+  IssueRecord,
+  IssueSubject,
+  NewAuditEntry,
+  NewCertificate,
+  NewPrincipal,
+  OpenRegistryOptions,
+  Page,
+  PresenceUpdate,
+  PrincipalFilter,
+  RegistryLogger,
+  RevokedCertificate,
+  RevokedSet,
+  SetStatusInput,
+  StatusChangeResult,
+  SubjectRef,
+} from './types.ts';

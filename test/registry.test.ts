@@ -15,12 +15,14 @@ import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFleetError } from '../pki/errors.ts';
+import { randomSerial } from '../pki/x509.ts';
 import {
   type ChangeEvent,
   type IssueRecord,
   type NewCertificate,
   openRegistry,
   type Registry,
+  RegistryError,
   type SubjectKind,
 } from '../registry/index.ts';
 
@@ -76,12 +78,14 @@ function uid(prefix: string): string {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+/** A serial as pki issues it (16 random octets, never a leading zero octet): canonical, as recording requires. */
+const serialHex = () => randomSerial().toString('hex');
 
 function fakeCert(over: Partial<NewCertificate> = {}): NewCertificate {
   const der = randomBytes(64);
   const now = Date.now();
   return {
-    serial: randomBytes(16).toString('hex'),
+    serial: serialHex(),
     issuerCa: 'device',
     der,
     fingerprintSha256: sha256(der),
@@ -230,7 +234,7 @@ describe.each(backends)('registry on $name', (backend) => {
         name: 'a serial twice in one batch',
         code: 'CERTIFICATE_EXISTS',
         make: () => {
-          const serial = randomBytes(16).toString('hex');
+          const serial = serialHex();
           return [deviceRecord({ cert: { serial } }), deviceRecord({ cert: { serial } })];
         },
       },
@@ -258,6 +262,21 @@ describe.each(backends)('registry on $name', (backend) => {
         rec: () => deviceRecord({ cert: { serial: 'a'.repeat(41) } }),
       },
       {
+        name: 'a serial with a leading zero octet (not canonical)',
+        code: 'REGISTRY_INVALID_INPUT',
+        rec: () => deviceRecord({ cert: { serial: `00${serialHex()}` } }),
+      },
+      {
+        name: 'a serial with an odd number of digits (not canonical)',
+        code: 'REGISTRY_INVALID_INPUT',
+        rec: () => deviceRecord({ cert: { serial: 'abc' } }),
+      },
+      {
+        name: 'a product with a topic character',
+        code: 'ID_INVALID',
+        rec: () => deviceRecord({ product: 'thermo/x' }),
+      },
+      {
         name: 'a fingerprint that is not SHA-256 hex',
         code: 'REGISTRY_INVALID_INPUT',
         rec: () => deviceRecord({ cert: { fingerprintSha256: 'xyz' } }),
@@ -272,6 +291,34 @@ describe.each(backends)('registry on $name', (backend) => {
       const r = rec();
       await expectCode(reg.recordIssued(r), code);
       if (r.subject.id !== 'a/b') expect(await reg.getDevice(r.subject.id)).toBeUndefined();
+    });
+
+    it('refuses bad input with its own RegistryError, the id rules included', async () => {
+      for (const p of [
+        reg.recordIssued(deviceRecord({ id: 'a/b' })),
+        reg.getDevice('a+b'),
+        reg.certificateStatus('not hex'),
+      ]) {
+        const err = await p.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(RegistryError);
+        expect((err as RegistryError).httpStatus).toBe(400);
+      }
+    });
+
+    it('finds a certificate by any form of its serial: upper case, a leading zero octet, odd digits', async () => {
+      // 0x0f as first octet: the canonical form starts with a zero digit, so the odd form drops it.
+      const serial = `0f${serialHex().slice(2)}`;
+      const rec = deviceRecord({ cert: { serial } });
+      await reg.recordIssued(rec);
+      for (const form of [serial, serial.toUpperCase(), `00${serial}`, serial.slice(1)]) {
+        expect((await reg.certificateStatus(form))?.serial, form).toBe(serial);
+      }
+      const res = await reg.revokeCertificate({ serial: `00${serial.toUpperCase()}`, actor: 'operator:a' });
+      expect(res.serial).toBe(serial);
+      expect((await reg.revokedSet()).serials).toContain(serial);
     });
 
     it('records a large batch in one transaction with multi-row inserts', async () => {
