@@ -2,13 +2,13 @@
  * Presence: whether a subject is connected, since when, from where and to which broker node. Brokers
  * report in batches; a batch is merged per subject and written with one multi-row upsert.
  */
-import { sql } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import { ref } from './audit.ts';
 import type { Db } from './db.ts';
-import { presence } from './schema.ts';
+import { type PresenceRow, presence, type SubjectKind } from './schema.ts';
 import { chunks } from './sql.ts';
 import type { PresenceUpdate } from './types.ts';
-import { checkPresenceUpdate, invalid } from './validation.ts';
+import { assertId, assertKind, checkPresenceUpdate, invalid } from './validation.ts';
 
 type PresenceInsert = typeof presence.$inferInsert;
 
@@ -48,6 +48,16 @@ export async function recordPresence(db: Db, batch: PresenceUpdate[]): Promise<v
         },
       });
   }
+}
+
+export async function getPresence(db: Db, kind: SubjectKind, id: string): Promise<PresenceRow | undefined> {
+  assertKind(kind);
+  assertId(id, `${kind} id`);
+  const [row] = await db
+    .select()
+    .from(presence)
+    .where(and(eq(presence.kind, kind), eq(presence.id, id)));
+  return row;
 }
 
 /** One row per subject: the batch's events folded in time order (each update is checked first). */

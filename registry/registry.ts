@@ -19,7 +19,6 @@
  * PGlite the registry emits the same events in process after commit.
  */
 import { mkdirSync } from 'node:fs';
-import { and, asc, eq, gt } from 'drizzle-orm';
 import * as audit from './audit.ts';
 import { type Connection, connectPglite, connectPostgres, type Db } from './db.ts';
 import { RegistryError } from './errors.ts';
@@ -33,17 +32,12 @@ import type {
   AuditRow,
   CertificateRow,
   DeviceRow,
+  PresenceRow,
   PrincipalKind,
   PrincipalRow,
   RevocationReason,
-} from './schema.ts';
-import {
-  certificates,
-  type PresenceRow,
-  presence as presenceTable,
-  type StatusChangeRow,
-  type SubjectKind,
-  statusChanges,
+  StatusChangeRow,
+  SubjectKind,
 } from './schema.ts';
 import * as status from './status.ts';
 import * as subjects from './subjects.ts';
@@ -70,12 +64,8 @@ import type {
   StatusChangeResult,
   SubjectRef,
 } from './types.ts';
-import { assertId, assertKind, checkLimit, checkSerial, invalid, MAX_LIMIT } from './validation.ts';
 
 const noopLogger: RegistryLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
-/** Each registry's database getter, for registryDb() (the face itself offers no database handle). */
-const databases = new WeakMap<Registry, () => Db>();
 
 export class Registry {
   readonly driver: 'postgres' | 'pglite';
@@ -92,7 +82,6 @@ export class Registry {
     this.lock = lock;
     this.log = log;
     this.feed = new ChangeFeed(conn, log);
-    databases.set(this, () => this.db);
   }
 
   private get db(): Db {
@@ -125,12 +114,6 @@ export class Registry {
   /** The active certificate of a subject for a given public key: same key, same certificate back. */
   findCertificateForKey(subject: SubjectRef, spkiSha256: string): Promise<CertificateRow | undefined> {
     return issuing.findCertificateForKey(this.db, subject, spkiSha256);
-  }
-
-  async getCertificate(serial: string): Promise<CertificateRow | undefined> {
-    const s = checkSerial(serial);
-    const [row] = await this.db.select().from(certificates).where(eq(certificates.serial, s));
-    return row;
   }
 
   // ------------------------------------------------------------------------------------------ subjects
@@ -252,16 +235,10 @@ export class Registry {
     return revocation.certificateStatus(this.db, serial);
   }
 
-  /** Status changes after `seq`, in order (for catching up after a missed notification). */
-  async changesSince(seq: number, limit = MAX_LIMIT): Promise<StatusChangeRow[]> {
-    if (!Number.isInteger(seq) || seq < 0)
-      throw invalid('seq must be a non-negative integer', { field: 'seq' });
-    return this.db
-      .select()
-      .from(statusChanges)
-      .where(gt(statusChanges.seq, seq))
-      .orderBy(asc(statusChanges.seq))
-      .limit(checkLimit(limit));
+  /** Status changes after `seq`, in order (catching up after a missed notification; the console reads the
+   * time of a change it made). */
+  changesSince(seq: number, limit?: number): Promise<StatusChangeRow[]> {
+    return revocation.changesSince(this.db, seq, limit);
   }
 
   // ------------------------------------------------------------------------------------------ change feed
@@ -270,7 +247,7 @@ export class Registry {
    * Subscribes to status changes. On PostgreSQL it LISTENs on `fleet_status`, so changes written by any
    * process arrive; on PGlite changes are emitted in process after commit. Resolves once listening, with
    * the unsubscribe function. A notification missed while the listening connection was down is not
-   * replayed: consumers resync periodically (revokedSet).
+   * replayed: consumers resync periodically (revokedSet / changesSince).
    */
   async onChange(listener: ChangeListener): Promise<() => Promise<void>> {
     if (this.closed) throw new RegistryError('REGISTRY_CLOSED', 'the registry is closed');
@@ -284,14 +261,9 @@ export class Registry {
     return presence.recordPresence(this.db, batch);
   }
 
-  async getPresence(kind: SubjectKind, id: string): Promise<PresenceRow | undefined> {
-    assertKind(kind);
-    assertId(id, `${kind} id`);
-    const [row] = await this.db
-      .select()
-      .from(presenceTable)
-      .where(and(eq(presenceTable.kind, kind), eq(presenceTable.id, id)));
-    return row;
+  /** One subject's presence row (the console's live device view). */
+  getPresence(kind: SubjectKind, id: string): Promise<PresenceRow | undefined> {
+    return presence.getPresence(this.db, kind, id);
   }
 
   // ------------------------------------------------------------------------------------------ audit
@@ -326,16 +298,6 @@ export class Registry {
       this.log.info({ event: 'registry_closed', driver: this.driver });
     }
   }
-}
-
-/**
- * The database behind an open registry, for the repository's own tools and test helpers
- * (test/helpers/registry.ts); not part of the public face (registry/index.ts). REGISTRY_CLOSED after close().
- */
-export function registryDb(registry: Registry): Db {
-  const db = databases.get(registry);
-  if (!db) throw new RegistryError('REGISTRY_CLOSED', 'not a registry opened by openRegistry()');
-  return db();
 }
 
 /**

@@ -1,11 +1,18 @@
 /**
  * Revocation data: what brokers, the CRL and the OCSP responder read. The generation (max(seq) of the
- * status-change log), the revoked set, a CA's revoked and held certificates, one serial's status, and the
- * certificates that expire soon.
+ * status-change log) and the log itself, the revoked set, a CA's revoked and held certificates, one
+ * serial's status, and the certificates that expire soon.
  */
-import { and, asc, eq, ne, type SQL, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, ne, type SQL, sql } from 'drizzle-orm';
 import type { Db, Tx } from './db.ts';
-import { certificates, devices, principals, type SubjectStatus, statusChanges } from './schema.ts';
+import {
+  certificates,
+  devices,
+  principals,
+  type StatusChangeRow,
+  type SubjectStatus,
+  statusChanges,
+} from './schema.ts';
 import { certificateSummaryColumns, exec, page } from './sql.ts';
 import { subjectStatusOf } from './subjects.ts';
 import type {
@@ -15,7 +22,7 @@ import type {
   RevokedCertificate,
   RevokedSet,
 } from './types.ts';
-import { checkDays, checkLimit, checkSerial } from './validation.ts';
+import { checkDays, checkLimit, checkSerial, invalid, MAX_LIMIT } from './validation.ts';
 
 /** The revocation generation: max(seq) of the status-change log (0 when empty). */
 export async function generationOf(db: Db): Promise<number> {
@@ -23,6 +30,18 @@ export async function generationOf(db: Db): Promise<number> {
     .select({ g: sql<string | number | null>`max(${statusChanges.seq})` })
     .from(statusChanges);
   return row?.g == null ? 0 : Number(row.g);
+}
+
+/** Status changes after `seq`, in order. */
+export async function changesSince(db: Db, seq: number, limit = MAX_LIMIT): Promise<StatusChangeRow[]> {
+  if (!Number.isInteger(seq) || seq < 0)
+    throw invalid('seq must be a non-negative integer', { field: 'seq' });
+  return db
+    .select()
+    .from(statusChanges)
+    .where(gt(statusChanges.seq, seq))
+    .orderBy(asc(statusChanges.seq))
+    .limit(checkLimit(limit));
 }
 
 /** Everything not active, with the generation it corresponds to (one consistent snapshot). */
