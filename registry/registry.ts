@@ -3,7 +3,8 @@
  * status-change log, on PostgreSQL (postgres.js pool) or embedded PGlite.
  *
  * `Registry` is a thin face, as drizzle keeps its database class: each method delegates to the module of
- * its concern, a function taking the connection (or a transaction):
+ * its concern, a function taking the connection (or a transaction). Every method is async, so a closed
+ * registry (REGISTRY_CLOSED) or bad input is a rejected promise, never a synchronous throw.
  *
  *   issuing.ts      recording issued certificates, re-enrollment
  *   subjects.ts     devices and principals
@@ -67,6 +68,7 @@ import type {
 
 const noopLogger: RegistryLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
+/** The registry's face: see the module comment for where each concern's work lives. */
 export class Registry {
   readonly driver: 'postgres' | 'pglite';
   private readonly conn: Connection;
@@ -98,12 +100,12 @@ export class Registry {
   }
 
   /** Many issued certificates in ONE transaction, all or nothing (see issuing.ts for the refusals). */
-  recordIssuedBatch(records: IssueRecord[]): Promise<CertificateRow[]> {
+  async recordIssuedBatch(records: IssueRecord[]): Promise<CertificateRow[]> {
     return issuing.recordIssuedBatch(this.db, records);
   }
 
   /** Re-enrollment: the active certificate `oldSerial` becomes superseded by `next` (same subject). */
-  supersede(
+  async supersede(
     oldSerial: string,
     next: NewCertificate,
     opts: { actor: string; enrolledBy?: string | null; details?: Record<string, unknown> },
@@ -112,46 +114,46 @@ export class Registry {
   }
 
   /** The active certificate of a subject for a given public key: same key, same certificate back. */
-  findCertificateForKey(subject: SubjectRef, spkiSha256: string): Promise<CertificateRow | undefined> {
+  async findCertificateForKey(subject: SubjectRef, spkiSha256: string): Promise<CertificateRow | undefined> {
     return issuing.findCertificateForKey(this.db, subject, spkiSha256);
   }
 
   // ------------------------------------------------------------------------------------------ subjects
 
-  getDevice(id: string): Promise<DeviceDetail | undefined> {
+  async getDevice(id: string): Promise<DeviceDetail | undefined> {
     return subjects.getDevice(this.db, id);
   }
 
   /** A device's row alone, in one query (the broker's CONNECT path; getDevice adds certificates and presence). */
-  getDeviceRow(id: string): Promise<DeviceRow | undefined> {
+  async getDeviceRow(id: string): Promise<DeviceRow | undefined> {
     return subjects.getDeviceRow(this.db, id);
   }
 
   /** Devices ordered by id, keyset-paginated. */
-  listDevices(filter: DeviceFilter = {}): Promise<Page<DeviceRow>> {
+  async listDevices(filter: DeviceFilter = {}): Promise<Page<DeviceRow>> {
     return subjects.listDevices(this.db, filter);
   }
 
   /** Operator "reset": the next enrollment of this device id may replace its certificate. */
-  allowReenroll(deviceId: string, actor: string): Promise<DeviceRow> {
+  async allowReenroll(deviceId: string, actor: string): Promise<DeviceRow> {
     return subjects.allowReenroll(this.db, deviceId, actor);
   }
 
-  createPrincipal(p: NewPrincipal, actor: string): Promise<PrincipalRow> {
+  async createPrincipal(p: NewPrincipal, actor: string): Promise<PrincipalRow> {
     return subjects.createPrincipal(this.db, p, actor);
   }
 
-  getPrincipal(kind: PrincipalKind, id: string): Promise<PrincipalRow | undefined> {
+  async getPrincipal(kind: PrincipalKind, id: string): Promise<PrincipalRow | undefined> {
     return subjects.getPrincipal(this.db, kind, id);
   }
 
   /** Ordered by (kind, id); the cursor is `<kind>:<id>` of the last row. */
-  listPrincipals(filter: PrincipalFilter = {}): Promise<Page<PrincipalRow>> {
+  async listPrincipals(filter: PrincipalFilter = {}): Promise<Page<PrincipalRow>> {
     return subjects.listPrincipals(this.db, filter);
   }
 
   /** Sets a station's product scope and/or hourly quota (a field left undefined is unchanged). */
-  setStationScope(
+  async setStationScope(
     stationId: string,
     scope: { products?: string[] | null; hourlyQuota?: number | null },
     actor: string,
@@ -160,7 +162,7 @@ export class Registry {
   }
 
   /** Certificates a station enrolled in the last `windowSeconds` (default one hour), for its quota. */
-  countStationIssuances(stationId: string, windowSeconds = 3600): Promise<number> {
+  async countStationIssuances(stationId: string, windowSeconds = 3600): Promise<number> {
     return subjects.countStationIssuances(this.db, stationId, windowSeconds);
   }
 
@@ -202,27 +204,27 @@ export class Registry {
   // ------------------------------------------------------------------------------------------ revocation data
 
   /** The revocation generation: max(seq) of the status-change log (0 when empty). */
-  generation(): Promise<number> {
+  async generation(): Promise<number> {
     return revocation.generationOf(this.db);
   }
 
   /** Everything not active, with the generation it corresponds to (one consistent snapshot). */
-  revokedSet(): Promise<RevokedSet> {
+  async revokedSet(): Promise<RevokedSet> {
     return revocation.revokedSet(this.db, this.driver);
   }
 
   /** Revoked certificates of one issuing CA, for its CRL (ordered by serial). */
-  revokedCertificates(issuerCa: string): Promise<RevokedCertificate[]> {
+  async revokedCertificates(issuerCa: string): Promise<RevokedCertificate[]> {
     return revocation.revokedCertificates(this.db, issuerCa);
   }
 
   /** Active certificates of one issuing CA whose subject is suspended: on hold on the CRL. */
-  heldCertificates(issuerCa: string): Promise<RevokedCertificate[]> {
+  async heldCertificates(issuerCa: string): Promise<RevokedCertificate[]> {
     return revocation.heldCertificates(this.db, issuerCa);
   }
 
   /** Active certificates whose notAfter is within `withinDays` (expired ones included), soonest first. */
-  expiringCertificates(opts: {
+  async expiringCertificates(opts: {
     withinDays: number;
     limit?: number;
     cursor?: string;
@@ -231,13 +233,13 @@ export class Registry {
   }
 
   /** Status of one certificate by serial, for OCSP; undefined when unknown. */
-  certificateStatus(serial: string): Promise<CertificateStatusInfo | undefined> {
+  async certificateStatus(serial: string): Promise<CertificateStatusInfo | undefined> {
     return revocation.certificateStatus(this.db, serial);
   }
 
   /** Status changes after `seq`, in order (catching up after a missed notification; the console reads the
    * time of a change it made). */
-  changesSince(seq: number, limit?: number): Promise<StatusChangeRow[]> {
+  async changesSince(seq: number, limit?: number): Promise<StatusChangeRow[]> {
     return revocation.changesSince(this.db, seq, limit);
   }
 
@@ -257,23 +259,23 @@ export class Registry {
   // ------------------------------------------------------------------------------------------ presence
 
   /** Records a batch of presence events with ONE multi-row upsert; the latest event by time wins. */
-  recordPresence(batch: PresenceUpdate[]): Promise<void> {
+  async recordPresence(batch: PresenceUpdate[]): Promise<void> {
     return presence.recordPresence(this.db, batch);
   }
 
   /** One subject's presence row (the console's live device view). */
-  getPresence(kind: SubjectKind, id: string): Promise<PresenceRow | undefined> {
+  async getPresence(kind: SubjectKind, id: string): Promise<PresenceRow | undefined> {
     return presence.getPresence(this.db, kind, id);
   }
 
   // ------------------------------------------------------------------------------------------ audit
 
-  appendAudit(entry: NewAuditEntry): Promise<AuditRow> {
+  async appendAudit(entry: NewAuditEntry): Promise<AuditRow> {
     return audit.appendAudit(this.db, entry);
   }
 
   /** Newest first; `cursor` is the id of the last entry of the previous page. */
-  listAudit(filter: AuditFilter = {}): Promise<Page<AuditRow>> {
+  async listAudit(filter: AuditFilter = {}): Promise<Page<AuditRow>> {
     return audit.listAudit(this.db, filter);
   }
 

@@ -824,6 +824,36 @@ describe.each(backends)('registry on $name', (backend) => {
 
 // ---------------------------------------------------------------------------------------------------------
 
+describe('a closed registry', () => {
+  it('rejects every call with REGISTRY_CLOSED (a rejected promise, never a synchronous throw)', async () => {
+    const reg = await openRegistry();
+    await reg.close();
+    await reg.close(); // twice is fine
+    const calls: [string, () => Promise<unknown>][] = [
+      ['recordIssued', () => reg.recordIssued(deviceRecord())],
+      ['recordIssuedBatch', () => reg.recordIssuedBatch([deviceRecord()])],
+      ['getDevice', () => reg.getDevice('d1')],
+      ['listDevices', () => reg.listDevices()],
+      ['setStatus', () => reg.setStatus({ kind: 'device', id: 'd1', status: 'suspended', actor: 'o:a' })],
+      ['revokedSet', () => reg.revokedSet()],
+      ['generation', () => reg.generation()],
+      ['certificateStatus', () => reg.certificateStatus('ab')],
+      ['onChange', () => reg.onChange(() => {})],
+      ['recordPresence', () => reg.recordPresence([])],
+      ['appendAudit', () => reg.appendAudit({ actor: 'o:a', action: 'x', outcome: 'success' })],
+    ];
+    for (const [name, call] of calls) {
+      let p: Promise<unknown> | undefined;
+      expect(() => {
+        p = call();
+      }, name).not.toThrow();
+      await expectCode(p!, 'REGISTRY_CLOSED');
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
 describe('registry data directory lock (PGlite)', () => {
   let dir: string;
   beforeAll(() => {
