@@ -9,7 +9,14 @@ import { RegistryError } from './errors.ts';
 import { type CertificateRow, certificates, devices, principals, type SubjectKind } from './schema.ts';
 import { BULK_CHUNK, chunks, duplicates, exec, textArray } from './sql.ts';
 import { lockSubjectStatus, principalInsert, principalValues } from './subjects.ts';
-import type { IssueRecord, IssueSubject, NewCertificate, NewPrincipal, SubjectRef } from './types.ts';
+import type {
+  IssueRecord,
+  IssueSubject,
+  NewAuditEntry,
+  NewCertificate,
+  NewPrincipal,
+  SubjectRef,
+} from './types.ts';
 import {
   assertActor,
   assertId,
@@ -213,13 +220,13 @@ async function supersedeReenrolled(
   }
 }
 
-function issueAuditEntry(r: IssueRecord, reenrolled: Set<string>) {
+function issueAuditEntry(r: IssueRecord, reenrolled: Set<string>): NewAuditEntry {
   return {
     actor: r.actor,
     action:
       reenrolled.has(r.subject.id) && r.subject.kind === 'device' ? 'device.reenroll' : 'certificate.issue',
     subject: ref(r.subject.kind, r.subject.id),
-    outcome: 'success' as const,
+    outcome: 'success',
     details: {
       serial: r.certificate.serial,
       issuerCa: r.certificate.issuerCa,

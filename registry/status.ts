@@ -9,11 +9,11 @@ import { ref, writeAudit } from './audit.ts';
 import type { Db } from './db.ts';
 import { RegistryError } from './errors.ts';
 import { generationOf } from './revocation.ts';
-import type { RevocationReason } from './schema.ts';
 import {
   certificates,
   devices,
   principals,
+  type RevocationReason,
   type StatusChangeRow,
   type SubjectStatus,
   statusChanges,
