@@ -15,22 +15,28 @@ export function ref(kind: string, id: string): string {
 }
 
 /**
- * The one audit writer: appends `entries` in order, in the caller's transaction, and returns their ids.
- * One statement of column arrays (unnest) per BULK_CHUNK entries: the parameter count stays constant
- * whatever the batch size, and no large query is built per row. Callers validate their entries.
+ * The one audit writer: appends `entries` in order, in the caller's transaction. One statement of column
+ * arrays (unnest) per BULK_CHUNK entries: the parameter count stays constant whatever the batch size, and
+ * no large query is built per row. With `returning`, gives back the ids written, in order, else [] (only
+ * appendAudit asks: on PGlite a RETURNING measured 0.2 to 0.7 ms more CPU per statement). Callers validate
+ * their entries.
  */
-export async function writeAudit(db: Db, entries: readonly NewAuditEntry[]): Promise<number[]> {
+export async function writeAudit(
+  db: Db,
+  entries: readonly NewAuditEntry[],
+  opts: { returning?: boolean } = {},
+): Promise<number[]> {
   const ids: number[] = [];
   for (const part of chunks([...entries], BULK_CHUNK)) {
-    const rows = await exec(
-      db,
-      sql`insert into ${auditLog} (actor, action, subject, outcome, details)
-        select * from unnest(${textArray(part.map((e) => e.actor))}::text[], ${textArray(part.map((e) => e.action))}::text[],
-          ${textArray(part.map((e) => e.subject ?? null))}::text[], ${textArray(part.map((e) => e.outcome))}::text[],
-          ${textArray(part.map((e) => (e.details ? JSON.stringify(e.details) : null)))}::text[]::jsonb[])
-        returning id`,
-    );
-    for (const r of rows) ids.push(Number(r['id']));
+    const insert = sql`insert into ${auditLog} (actor, action, subject, outcome, details)
+      select * from unnest(${textArray(part.map((e) => e.actor))}::text[], ${textArray(part.map((e) => e.action))}::text[],
+        ${textArray(part.map((e) => e.subject ?? null))}::text[], ${textArray(part.map((e) => e.outcome))}::text[],
+        ${textArray(part.map((e) => (e.details ? JSON.stringify(e.details) : null)))}::text[]::jsonb[])`;
+    if (!opts.returning) {
+      await db.execute(insert);
+      continue;
+    }
+    for (const r of await exec(db, sql`${insert} returning id`)) ids.push(Number(r['id']));
   }
   return ids;
 }
@@ -38,7 +44,7 @@ export async function writeAudit(db: Db, entries: readonly NewAuditEntry[]): Pro
 /** Appends one entry from outside the registry (provisioning's refusals), checked, and returns its row. */
 export async function appendAudit(db: Db, entry: NewAuditEntry): Promise<AuditRow> {
   checkAuditEntry(entry);
-  const [id] = await writeAudit(db, [entry]);
+  const [id] = await writeAudit(db, [entry], { returning: true });
   const [row] = await db.select().from(auditLog).where(eq(auditLog.id, id!));
   return row!;
 }
