@@ -9,7 +9,6 @@
  * scans a whole table.
  */
 import { and, count, desc, eq, gt, gte, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
-import { assertValidId } from '../pki/ids.ts';
 import {
   type ConsoleLinkRow,
   type ConsoleSessionRow,
@@ -33,6 +32,7 @@ import {
   type SubjectStatus,
   statusChanges,
 } from './schema.ts';
+import { assertId } from './validation.ts';
 
 /** The registry's database handle for the functions below (REGISTRY_CLOSED once it is closed). */
 export function dbOf(registry: Registry): Db {
@@ -177,15 +177,15 @@ export interface DeviceListRow extends DeviceRow {
 }
 
 function checkSearch(q: DeviceSearch): void {
-  if (q.prefix !== undefined && q.prefix !== '') assertValidId(q.prefix, 'id prefix');
-  if (q.product !== undefined) assertValidId(q.product, 'product');
-  if (q.fleet !== undefined) assertValidId(q.fleet, 'fleet');
-  if (q.station !== undefined) assertValidId(q.station, 'station id');
+  if (q.prefix !== undefined && q.prefix !== '') assertId(q.prefix, 'id prefix');
+  if (q.product !== undefined) assertId(q.product, 'product');
+  if (q.fleet !== undefined) assertId(q.fleet, 'fleet');
+  if (q.station !== undefined) assertId(q.station, 'station id');
   if (q.status !== undefined && !SUBJECT_STATUSES.includes(q.status))
     throw invalid(`status must be one of ${SUBJECT_STATUSES.join(', ')}`, 'status');
   if (q.connected !== undefined && typeof q.connected !== 'boolean')
     throw invalid('connected must be true or false', 'connected');
-  if (q.cursor !== undefined) assertValidId(q.cursor, 'cursor');
+  if (q.cursor !== undefined) assertId(q.cursor, 'cursor');
 }
 
 /** The filters on `devices` (the connected filter is the caller's: it changes the query's shape). */
@@ -310,7 +310,7 @@ export async function presenceHistoryOf(
   id: string,
   limit = 20,
 ): Promise<PresenceHistoryRow[]> {
-  assertValidId(id, `${kind} id`);
+  assertId(id, `${kind} id`);
   return db
     .select()
     .from(presenceHistory)
@@ -341,7 +341,7 @@ export async function cascadePreview(
   from: Date,
   to: Date,
 ): Promise<{ devices: number; connected: number }> {
-  assertValidId(stationId, 'station id');
+  assertId(stationId, 'station id');
   checkDate(from, 'from');
   checkDate(to, 'to');
   if (to.getTime() < from.getTime()) throw invalid('the window ends before it starts', 'to');
@@ -375,7 +375,7 @@ export async function cascadeSessions(
   from: Date,
   to: Date,
 ): Promise<{ stillConnected: number; lastClosedAt: Date | null }> {
-  assertValidId(stationId, 'station id');
+  assertId(stationId, 'station id');
   checkDate(from, 'from');
   checkDate(to, 'to');
   const [r] = await db
@@ -403,7 +403,7 @@ export async function stationUsage(
   const out = new Map<string, number>();
   await Promise.all(
     stationIds.map(async (id) => {
-      assertValidId(id, 'station id');
+      assertId(id, 'station id');
       const [r] = await db
         .select({ n: count() })
         .from(certificates)
@@ -421,7 +421,7 @@ export async function stationUsage(
 
 /** How many devices a station enrolled, counting at most `cap` (an index range on enrolled_by). */
 export async function stationDeviceCount(db: Db, stationId: string, cap = 100_000): Promise<number> {
-  assertValidId(stationId, 'station id');
+  assertId(stationId, 'station id');
   const inner = db
     .select({ one: sql`1` })
     .from(devices)
@@ -441,7 +441,7 @@ export async function createConsoleLink(
   link: { tokenSha256: string; operator: string; expiresAt: Date },
 ): Promise<ConsoleLinkRow> {
   checkSha256(link.tokenSha256, 'tokenSha256');
-  assertValidId(link.operator, 'operator id');
+  assertId(link.operator, 'operator id');
   checkDate(link.expiresAt, 'expiresAt');
   const [row] = await db.insert(consoleLinks).values(link).returning();
   return row!;
@@ -544,7 +544,7 @@ export async function revokeConsoleSessions(
   if ('idSha256' in which) {
     target = eq(consoleSessions.idSha256, checkSha256(which.idSha256, 'idSha256'));
   } else {
-    assertValidId(which.operator, 'operator id');
+    assertId(which.operator, 'operator id');
     target = eq(consoleSessions.operator, which.operator);
   }
   return db
