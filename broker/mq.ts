@@ -8,7 +8,7 @@
  *   subscription change clears.
  * - Bounded memory: `pending` counts messages accepted but not yet fully delivered. Above `highWaterMark`
  *   the emitter reports overload, and 'drain' once it is back under `lowWaterMark`. The emitter itself never
- *   refuses a message (aedes would drop it); attachBackpressure() (mq-backpressure.ts) stops reading from
+ *   refuses a message (aedes would drop it); attachBackpressure() (aedes/backpressure.ts) stops reading from
  *   publishers while it is overloaded.
  */
 import { createRequire } from 'node:module';

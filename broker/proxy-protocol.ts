@@ -22,6 +22,7 @@ import type { TLSSocket, Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { FleetError } from '../pki/errors.ts';
+import { rawSocketOf } from './aedes/tls-socket.ts';
 
 /** Stable code of every refused PROXY header (details.reason says which check failed). */
 export const PROXY_HEADER_INVALID = 'BROKER_PROXY_HEADER_INVALID';
@@ -244,8 +245,7 @@ export interface ProxyListenerOptions {
 
 /** The PROXY header a connection came with, if it came through a PROXY-protocol listener. */
 export function proxyHeaderOf(sock: Socket): ProxyHeader | undefined {
-  const parent = (sock as { _parent?: ProxiedSocket })._parent;
-  return (sock as ProxiedSocket)[PROXIED] ?? parent?.[PROXIED];
+  return (sock as ProxiedSocket)[PROXIED] ?? rawSocketOf<ProxiedSocket>(sock)?.[PROXIED];
 }
 
 /** Makes `sock` report the proxied source as its peer (remoteAddress, remotePort, remoteFamily). */

@@ -1,5 +1,5 @@
 /**
- * The fast CONNECT path (broker/fast-connect.ts) keeps MQTT's session semantics: a clean session after a
+ * The fast CONNECT path (broker/aedes/fast-connect.ts) keeps MQTT's session semantics: a clean session after a
  * persistent one finds no stored subscription and no queued message [MQTT-3.1.2-6], a persistent session
  * still resumes [MQTT-3.2.2-2], a will still goes out when its connection drops, and a refused CONNECT
  * still gets its return code.

@@ -1,10 +1,10 @@
 /**
- * The batched QoS 0 delivery (broker/fast-deliver.ts) writes the very bytes mqtt-packet would, for every
+ * The batched QoS 0 delivery (broker/aedes/fast-deliver.ts) writes the very bytes mqtt-packet would, for every
  * remaining-length size class, retained or not, with multi-byte topics and string payloads.
  */
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { encodePublish, encodeQos0 } from '../broker/fast-deliver.ts';
+import { encodePublish, encodeQos0 } from '../broker/aedes/fast-deliver.ts';
 
 describe('encodeQos0', () => {
   const sizes = [0, 1, 100, 123, 124, 125, 16_370, 16_379, 16_380, 16_381, 2_097_140, 2_097_145];

@@ -5,8 +5,8 @@ import mqemitter from 'mqemitter';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterEach, describe, expect, it } from 'vitest';
+import { attachBackpressure, type Backpressure } from '../broker/aedes/backpressure.ts';
 import { createMq, FleetMq, type MqMessage } from '../broker/mq.ts';
-import { attachBackpressure, type Backpressure } from '../broker/mq-backpressure.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -5,8 +5,8 @@
  */
 import { createServer } from 'node:net';
 import { Aedes } from 'aedes';
+import { attachBackpressure } from '../aedes/backpressure.ts';
 import { createMq } from '../mq.ts';
-import { attachBackpressure } from '../mq-backpressure.ts';
 
 const mode = process.argv[process.argv.indexOf('--mq') + 1] ?? 'fleet';
 const hwm = Number(process.env.MQ_BENCH_HWM ?? 0) || undefined;

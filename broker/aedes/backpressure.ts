@@ -26,7 +26,7 @@
  * server made earlier with the original function) are gated from their CONNECT on.
  */
 import type { Duplex } from 'node:stream';
-import type { FleetMq } from './mq.ts';
+import type { FleetMq } from '../mq.ts';
 
 /** The parts of an aedes Client this module touches (aedes 1.x; see node_modules/aedes/lib/client.js). */
 interface AedesClientLike {

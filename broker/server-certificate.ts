@@ -1,11 +1,13 @@
 /**
- * TLS termination: the server credentials (issued at start by the infrastructure CA, or read from files and
- * reloaded without dropping sessions), and the server options every broker node uses.
+ * The node's own certificate: issued at start by the infrastructure CA, or read from files and reloaded
+ * (on SIGHUP, or when the files change) without dropping sessions; and the TLS server options every broker
+ * node uses.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
-import type { SecureContextOptions, TlsOptions } from 'node:tls';
+import type { SecureContextOptions, TlsOptions, Server as TlsServer } from 'node:tls';
+import type { Logger } from 'pino';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { certToPem } from '../pki/x509.ts';
 
@@ -131,4 +133,77 @@ export function watchFiles(files: readonly string[], intervalMs: number, onChang
     clearTimeout(timer);
     for (const f of files) unwatchFile(f, listener);
   };
+}
+
+export interface ServerCertificateDeps {
+  readonly ca: CertificateAuthority;
+  readonly nodeId: string;
+  readonly tls: {
+    /** PEM chain and key files; when absent a certificate is issued at start (and on each reload). */
+    readonly certFile?: string | undefined;
+    readonly keyFile?: string | undefined;
+    readonly serverNames: readonly string[];
+    readonly watchIntervalMs: number;
+  };
+  readonly settings: TlsSettings;
+  readonly log: Logger;
+}
+
+/** The node's server certificate, held for the TLS server, swapped in on reload. */
+export class ServerCertificate {
+  private current: ServerCredentials;
+  private stopWatching: (() => void) | undefined;
+
+  constructor(private readonly d: ServerCertificateDeps) {
+    this.current = this.load();
+  }
+
+  get credentials(): ServerCredentials {
+    return this.current;
+  }
+
+  /** Options for the TLS server, with the current credentials. */
+  serverOptions(): ReturnType<typeof serverOptions> {
+    return serverOptions(this.current, this.d.settings);
+  }
+
+  private load(): ServerCredentials {
+    const t = this.d.tls;
+    return t.certFile && t.keyFile
+      ? readServerCredentials(t.certFile, t.keyFile)
+      : issueServerCredentials(this.d.ca, this.d.nodeId, defaultServerNames(t.serverNames));
+  }
+
+  /** Re-reads the certificate files (or issues a fresh certificate) and swaps them into `server`. */
+  reload(server: TlsServer): boolean {
+    const { settings, log } = this.d;
+    try {
+      const next = this.load();
+      // Keep the ticket keys, so sessions resumed from earlier tickets still resume.
+      server.setSecureContext(
+        secureContextOptions(next, {
+          ...settings,
+          ticketKeys: settings.ticketKeys ?? server.getTicketKeys(),
+        }),
+      );
+      this.current = next;
+      log.info({ event: 'tls_certificate_reloaded', serial: next.serial, not_after: next.notAfter });
+      return true;
+    } catch (err) {
+      log.error({ event: 'tls_certificate_reload_failed', err }, 'kept the old certificate');
+      return false;
+    }
+  }
+
+  /** Reloads into `server` whenever the certificate files change (nothing to watch when it is issued). */
+  watch(server: TlsServer): void {
+    const t = this.d.tls;
+    if (t.certFile && t.keyFile) {
+      this.stopWatching = watchFiles([t.certFile, t.keyFile], t.watchIntervalMs, () => this.reload(server));
+    }
+  }
+
+  unwatch(): void {
+    this.stopWatching?.();
+  }
 }

@@ -1,52 +1,10 @@
 /**
- * Who is connecting, decided once per connection at CONNECT: the identity comes from the verified peer
- * certificate (never from the CONNECT username or client id), and must be a device or service, match the
- * client id, be active in the registry, and not hold a revoked certificate. Every refusal has a reason
- * that is logged and counted; the client only sees CONNACK 5.
+ * Registry attributes of the subjects that connect, cached per identity, and warmed from the registry at
+ * start so that a fleet's devices connect without a registry lookup after a restart.
  */
-import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
 import type { Identity } from '../pki/ids.ts';
-import type { CheckResult } from './client-verify.ts';
-import type { AuthFailureReason } from './metrics.ts';
 import type { BrokerRegistry, SubjectInfo } from './registry.ts';
-import type { RevocationState } from './revocation.ts';
-
-export const MQTT_KINDS: ReadonlySet<string> = new Set(['device', 'service']);
-
-export class ConnectRefused extends Error {
-  constructor(
-    readonly reason: AuthFailureReason,
-    readonly detail?: string,
-  ) {
-    super(reason);
-    this.name = 'ConnectRefused';
-  }
-}
-
-/** What the TLS layer decided about a connection's peer certificate (client-verify.ts), kept on the socket. */
-export const PEER = Symbol('fleet.peer');
-export type PeerVerdict = Extract<CheckResult, { ok: true }>;
-
-/**
- * The identity of a TLS connection, as the TLS layer read it from the verified peer certificate (once per
- * distinct certificate, see client-verify.ts). The certificate's validity was checked against the clock
- * when this connection's handshake completed, resumed or not.
- */
-export function identityOfSocket(sock: TLSSocket & { [PEER]?: PeerVerdict }): Identity {
-  const peer = sock[PEER];
-  if (!peer) throw new ConnectRefused('not_authorized_tls', String(sock.authorizationError));
-  if (peer.identityError) throw new ConnectRefused('certificate_invalid', peer.identityError.code);
-  if (!peer.identity) throw new ConnectRefused('no_certificate');
-  return peer.identity;
-}
-
-/** Checks that need no I/O: kind, client id, revoked set. */
-export function checkIdentity(identity: Identity, clientId: string, revocation: RevocationState): void {
-  if (!MQTT_KINDS.has(identity.kind)) throw new ConnectRefused('kind_not_allowed', identity.kind);
-  if (clientId !== identity.id) throw new ConnectRefused('client_id_mismatch');
-  const refused = revocation.check(identity);
-  if (refused) throw new ConnectRefused(refused);
-}
 
 /**
  * Registry attributes (fleet, product, role) per identity, cached: they do not change over a device's
@@ -116,9 +74,29 @@ export class SubjectCache {
   }
 }
 
-/** Checks a registry record: it must exist and be active. */
-export function checkSubject(info: SubjectInfo | undefined): SubjectInfo {
-  if (!info) throw new ConnectRefused('unknown_identity');
-  if (info.status !== 'active') throw new ConnectRefused(info.status === 'revoked' ? 'revoked' : 'suspended');
-  return info;
+/**
+ * Fills the cache from the registry's listing of active subjects, page by page, until done or `stopped()`.
+ * Never fails: without it, connects ask the registry as usual. Resolves with the number of subjects read.
+ */
+export async function warmSubjectCache(
+  cache: SubjectCache,
+  registry: Pick<BrokerRegistry, 'activeSubjects'>,
+  stopped: () => boolean,
+  log: Logger,
+): Promise<number> {
+  const t0 = performance.now();
+  let n = 0;
+  try {
+    if (registry.activeSubjects) {
+      for await (const page of registry.activeSubjects()) {
+        if (stopped()) break;
+        cache.prime(page);
+        n += page.length;
+      }
+    }
+    log.info({ event: 'subject_cache_warmed', subjects: n, ms: Math.round(performance.now() - t0) });
+  } catch (err) {
+    log.warn({ event: 'subject_cache_warm_failed', err }, 'subject cache not warmed; lookups per connect');
+  }
+  return n;
 }
