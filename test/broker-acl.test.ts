@@ -5,56 +5,36 @@
  */
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
 import {
+  type BrokerFixture,
+  brokerFixture,
   type Credentials,
   closedWithin,
-  enroll,
-  makeCa,
   mosquitto,
-  openTestRegistry,
-  startBroker,
-  tempDir,
-  tryConnect,
   writeCredentialFiles,
 } from './helpers/broker.ts';
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-let broker: Broker;
-let port: number;
+let f: BrokerFixture;
 const creds: Record<string, Credentials> = {};
 let devA: MqttClient;
 let svc: MqttClient;
 
-async function connect(c: Credentials): Promise<MqttClient> {
-  const r = await tryConnect(port, ca, c);
-  if (r.outcome !== 'connected') throw new Error(`${c.id} did not connect: ${JSON.stringify(r)}`);
-  return r.client;
-}
-
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  creds.a = await enroll(db.registry, ca, 'device', 'dev-a', { fleet: 'f1' });
-  creds.b = await enroll(db.registry, ca, 'device', 'dev-b', { fleet: 'f1' });
-  creds.noisy = await enroll(db.registry, ca, 'device', 'dev-noisy', { fleet: 'f1' });
-  creds.mosq = await enroll(db.registry, ca, 'device', 'dev-mosq', { fleet: 'f1' });
-  creds.svc = await enroll(db.registry, ca, 'service', 'ingest');
-  ({ broker, port } = await startBroker(ca, db.registry, { limits: { aclDenialLimit: 10 } }));
-  devA = await connect(creds.a);
-  svc = await connect(creds.svc);
+  f = await brokerFixture();
+  creds.a = await f.enroll('device', 'dev-a', { fleet: 'f1' });
+  creds.b = await f.enroll('device', 'dev-b', { fleet: 'f1' });
+  creds.noisy = await f.enroll('device', 'dev-noisy', { fleet: 'f1' });
+  creds.mosq = await f.enroll('device', 'dev-mosq', { fleet: 'f1' });
+  creds.svc = await f.enroll('service', 'ingest');
+  await f.start({ limits: { aclDenialLimit: 10 } });
+  devA = await f.connect(creds.a);
+  svc = await f.connect(creds.svc);
 });
 
 afterAll(async () => {
   await devA?.endAsync();
   await svc?.endAsync();
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 /** The SUBACK return code for one filter (MQTT.js rejects on 0x80 and carries the packet). */
@@ -141,7 +121,7 @@ describe('publishing', () => {
   });
 
   it("a service's command reaches the device it names, and no other", async () => {
-    const b = await connect(creds.b);
+    const b = await f.connect(creds.b);
     try {
       const gotA = await deliveries(svc, devA, 'devices/dev-a/commands/#', ['devices/dev-a/commands/reboot']);
       expect(gotA).toEqual(['devices/dev-a/commands/reboot']);
@@ -151,7 +131,7 @@ describe('publishing', () => {
   });
 
   it('a device may not send commands to another device', async () => {
-    const b = await connect(creds.b);
+    const b = await f.connect(creds.b);
     try {
       const got = await deliveries(devA, b, 'devices/dev-b/commands/#', ['devices/dev-b/commands/unlock']);
       expect(got).toEqual([]);
@@ -161,13 +141,13 @@ describe('publishing', () => {
   });
 
   it('denied publishes are counted', async () => {
-    const text = await broker.metrics.registry.metrics();
+    const text = await f.broker.metrics.registry.metrics();
     expect(text).toMatch(/fleet_mqtt_acl_denials_total\{action="publish"\} [1-9]/);
     expect(text).toMatch(/fleet_mqtt_acl_denials_total\{action="subscribe"\} [1-9]/);
   });
 
   it('ten denials within a minute disconnect the client', async () => {
-    const noisy = await connect(creds.noisy);
+    const noisy = await f.connect(creds.noisy);
     const closed = closedWithin(noisy, 2000);
     for (let i = 0; i < 10; i++) noisy.publish('devices/dev-a/telemetry', 'spoof', { qos: 0 });
     await closed;
@@ -176,14 +156,14 @@ describe('publishing', () => {
 
 describe('with mosquitto clients', () => {
   it('mosquitto_pub publishes a device’s telemetry with its certificate, and a service receives it', async () => {
-    const f = writeCredentialFiles(tmp.dir, ca, creds.mosq);
+    const files = writeCredentialFiles(f.dir, f.ca, creds.mosq);
     const got: string[] = [];
     const onMessage = (t: string, p: Buffer) => got.push(`${t} ${p}`);
     svc.on('message', onMessage);
     await svc.subscribeAsync('devices/+/telemetry/#', { qos: 1 });
     const r = await mosquitto('mosquitto_pub', [
-      ...['-h', 'localhost', '-p', String(port), '-V', 'mqttv311', '-q', '1'],
-      ...['--cafile', f.cafile, '--cert', f.cert, '--key', f.key, '-i', 'dev-mosq'],
+      ...['-h', 'localhost', '-p', String(f.port), '-V', 'mqttv311', '-q', '1'],
+      ...['--cafile', files.cafile, '--cert', files.cert, '--key', files.key, '-i', 'dev-mosq'],
       ...['-t', 'devices/dev-mosq/telemetry', '-m', '21.5'],
     ]);
     expect(r.code, r.stderr).toBe(0);
@@ -194,29 +174,29 @@ describe('with mosquitto clients', () => {
   });
 
   it("mosquitto_sub may not subscribe to another device's commands", async () => {
-    const f = writeCredentialFiles(tmp.dir, ca, creds.mosq);
+    const files = writeCredentialFiles(f.dir, f.ca, creds.mosq);
     const r = await mosquitto('mosquitto_sub', [
-      ...['-h', 'localhost', '-p', String(port), '-V', 'mqttv311', '-q', '1', '-C', '1', '-W', '2'],
-      ...['--cafile', f.cafile, '--cert', f.cert, '--key', f.key, '-i', 'dev-mosq'],
+      ...['-h', 'localhost', '-p', String(f.port), '-V', 'mqttv311', '-q', '1', '-C', '1', '-W', '2'],
+      ...['--cafile', files.cafile, '--cert', files.cert, '--key', files.key, '-i', 'dev-mosq'],
       ...['-t', 'devices/dev-a/commands/#'],
     ]);
     expect(r.stderr).toMatch(/denied/i);
   });
 
   it('mosquitto_pub without a client certificate is refused', async () => {
-    const f = writeCredentialFiles(tmp.dir, ca, creds.mosq);
+    const files = writeCredentialFiles(f.dir, f.ca, creds.mosq);
     const r = await mosquitto('mosquitto_pub', [
-      ...['-h', 'localhost', '-p', String(port), '-V', 'mqttv311', '--cafile', f.cafile],
+      ...['-h', 'localhost', '-p', String(f.port), '-V', 'mqttv311', '--cafile', files.cafile],
       ...['-i', 'dev-mosq', '-t', 'devices/dev-mosq/telemetry', '-m', 'x'],
     ]);
     expect(r.code).not.toBe(0);
   });
 
   it('mosquitto_pub with a client id other than its certificate’s is refused', async () => {
-    const f = writeCredentialFiles(tmp.dir, ca, creds.mosq);
+    const files = writeCredentialFiles(f.dir, f.ca, creds.mosq);
     const r = await mosquitto('mosquitto_pub', [
-      ...['-h', 'localhost', '-p', String(port), '-V', 'mqttv311'],
-      ...['--cafile', f.cafile, '--cert', f.cert, '--key', f.key, '-i', 'dev-a'],
+      ...['-h', 'localhost', '-p', String(f.port), '-V', 'mqttv311'],
+      ...['--cafile', files.cafile, '--cert', files.cert, '--key', files.key, '-i', 'dev-a'],
       ...['-t', 'devices/dev-a/telemetry', '-m', 'x'],
     ]);
     expect(r.code).not.toBe(0);

@@ -5,45 +5,25 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
-import {
-  type Credentials,
-  enroll,
-  makeCa,
-  openTestRegistry,
-  startBroker,
-  tempDir,
-  tryConnect,
-} from './helpers/broker.ts';
+import { type BrokerFixture, brokerFixture, type Credentials } from './helpers/broker.ts';
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-let broker: Broker;
-let port: number;
+let f: BrokerFixture;
 let device: Credentials;
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  device = await enroll(db.registry, ca, 'device', 'adm-1');
-  ({ broker, port } = await startBroker(ca, db.registry, {
-    limits: { maxHandshakesInFlight: 2, connectRatePerS: 0 },
-  }));
+  f = await brokerFixture();
+  device = await f.enroll('device', 'adm-1');
+  await f.start({ limits: { maxHandshakesInFlight: 2, connectRatePerS: 0 } });
 });
 
 afterAll(async () => {
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 /** A TCP connection that never starts TLS; resolves once connected, with a promise of its close. */
 function idleTcp(): Promise<{ sock: Socket; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
-    const sock = netConnect({ host: '127.0.0.1', port }, () => {
+    const sock = netConnect({ host: '127.0.0.1', port: f.port }, () => {
       resolve({ sock, closed: new Promise<void>((res) => sock.once('close', () => res())) });
     });
     sock.once('error', reject);
@@ -62,7 +42,7 @@ async function refusedAtAccept(ms = 1000): Promise<boolean> {
 }
 
 const metric = async (reason: string) =>
-  (await broker.metrics.admissionRefused.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  (await f.broker.metrics.admissionRefused.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 
 describe('handshakes in flight are capped at accept', () => {
   it('a connection past the cap is closed before any TLS byte, and counted', async () => {
@@ -80,11 +60,11 @@ describe('handshakes in flight are capped at accept', () => {
 
   it('the count comes back down after handshakes that succeed, fail and are abandoned', async () => {
     for (let i = 0; i < 4; i++) {
-      const ok = await tryConnect(port, ca, device);
+      const ok = await f.tryConnect(device);
       expect(ok.outcome).toBe('connected');
       if (ok.outcome === 'connected') await ok.client.endAsync();
       // No client certificate: the handshake or the CONNECT is refused.
-      const refused = await tryConnect(port, ca, undefined, { clientId: 'adm-1' });
+      const refused = await f.tryConnect(undefined, { clientId: 'adm-1' });
       expect(refused.outcome).not.toBe('connected');
       const abandoned = await idleTcp();
       abandoned.sock.destroy();
@@ -93,7 +73,7 @@ describe('handshakes in flight are capped at accept', () => {
     // Were anything leaked, the cap of 2 would now refuse a fresh connection.
     await new Promise((r) => setTimeout(r, 100));
     expect(await refusedAtAccept(300)).toBe(false);
-    const again = await tryConnect(port, ca, device);
+    const again = await f.tryConnect(device);
     expect(again.outcome).toBe('connected');
     if (again.outcome === 'connected') await again.client.endAsync();
   });

@@ -3,67 +3,50 @@
  * by the project's CA code.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
 import {
+  type BrokerFixture,
+  brokerFixture,
   type Credentials,
   caCertificateAsClient,
-  enroll,
   issue,
-  makeCa,
-  openTestRegistry,
-  setStatus,
-  startBroker,
-  tempDir,
-  tryConnect,
 } from './helpers/broker.ts';
 
 const DAY = 86_400_000;
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let other: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-let broker: Broker;
-let port: number;
+let f: BrokerFixture;
 const creds: Record<string, Credentials> = {};
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  other = await makeCa(`${tmp.dir}/other`, 'Other');
-  db = await openTestRegistry();
-  const reg = db.registry;
+  f = await brokerFixture();
+  const other = await f.makeCa('other', 'Other');
   const now = Date.now();
-  creds.device = await enroll(reg, ca, 'device', 'dev-1');
-  creds.revoked = await enroll(reg, ca, 'device', 'dev-revoked');
-  creds.suspended = await enroll(reg, ca, 'device', 'dev-suspended');
-  creds.serial = await enroll(reg, ca, 'device', 'dev-serial');
-  creds.expired = await enroll(reg, ca, 'device', 'dev-expired', {
+  creds.device = await f.enroll('device', 'dev-1');
+  creds.revoked = await f.enroll('device', 'dev-revoked');
+  creds.suspended = await f.enroll('device', 'dev-suspended');
+  creds.serial = await f.enroll('device', 'dev-serial');
+  creds.expired = await f.enroll('device', 'dev-expired', {
     notBefore: new Date(now - 3 * DAY),
     notAfter: new Date(now - DAY),
   });
-  creds.future = await enroll(reg, ca, 'device', 'dev-future', {
+  creds.future = await f.enroll('device', 'dev-future', {
     notBefore: new Date(now + DAY),
     notAfter: new Date(now + 3 * DAY),
   });
-  creds.service = await enroll(reg, ca, 'service', 'ingest');
-  creds.station = await enroll(reg, ca, 'station', 'line-1');
-  creds.operator = await enroll(reg, ca, 'operator', 'alice');
-  await setStatus(reg, 'device', 'dev-revoked', 'revoked');
-  await setStatus(reg, 'device', 'dev-suspended', 'suspended');
-  await reg.revokeCertificate({ serial: creds.serial.serial, actor: 'operator:test' });
+  creds.service = await f.enroll('service', 'ingest');
+  creds.station = await f.enroll('station', 'line-1');
+  creds.operator = await f.enroll('operator', 'alice');
+  await f.setStatus('device', 'dev-revoked', 'revoked');
+  await f.setStatus('device', 'dev-suspended', 'suspended');
+  await f.registry.revokeCertificate({ serial: creds.serial.serial, actor: 'operator:test' });
   // Not in the registry, or not from this fleet's CA:
-  creds.unknown = issue(ca, 'device', 'dev-unknown');
+  creds.unknown = f.issue('device', 'dev-unknown');
   creds.otherCa = issue(other, 'device', 'dev-1');
-  creds.serverOnly = issue(ca, 'broker', 'dev-1', { dns: ['dev-1.example'] });
-  creds.caCert = caCertificateAsClient(ca);
-  ({ broker, port } = await startBroker(ca, reg));
+  creds.serverOnly = f.issue('broker', 'dev-1', { dns: ['dev-1.example'] });
+  creds.caCert = caCertificateAsClient(f.ca);
+  await f.start();
 });
 
 afterAll(async () => {
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 type Expect = 'connected' | 'tls_refused' | 5;
@@ -95,7 +78,7 @@ const table: [string, () => Credentials | undefined, string | undefined, Expect]
 describe('mTLS CONNECT', () => {
   it.each(table)('%s', async (_name, who, clientId, expected) => {
     const c = who();
-    const r = await tryConnect(port, ca, c, clientId === undefined ? {} : { clientId });
+    const r = await f.tryConnect(c, clientId === undefined ? {} : { clientId });
     if (r.outcome === 'connected') await r.client.endAsync();
     if (expected === 'connected') expect(r.outcome).toBe('connected');
     else if (expected === 'tls_refused') expect(r.outcome).toBe('closed');
@@ -103,7 +86,7 @@ describe('mTLS CONNECT', () => {
   });
 
   it('counts refusals by reason and handshakes by outcome', async () => {
-    const text = await broker.metrics.registry.metrics();
+    const text = await f.broker.metrics.registry.metrics();
     expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="(certificate_)?revoked"\} [1-9]/);
     expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="suspended"\} [1-9]/);
     expect(text).toMatch(/fleet_mqtt_auth_failures_total\{reason="kind_not_allowed"\} [1-9]/);
@@ -115,14 +98,14 @@ describe('mTLS CONNECT', () => {
 
 describe('one live connection per identity', () => {
   it('a second connection of the same device takes over the first, and the takeover is counted', async () => {
-    const a = await tryConnect(port, ca, creds.device);
+    const a = await f.tryConnect(creds.device);
     expect(a.outcome).toBe('connected');
     const first = (a as { client: import('mqtt').MqttClient }).client;
     const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
-    const b = await tryConnect(port, ca, creds.device);
+    const b = await f.tryConnect(creds.device);
     expect(b.outcome).toBe('connected');
     await closed;
-    const text = await broker.metrics.registry.metrics();
+    const text = await f.broker.metrics.registry.metrics();
     expect(text).toMatch(/fleet_mqtt_takeovers_total [1-9]/);
     if (b.outcome === 'connected') await b.client.endAsync();
   });

@@ -8,64 +8,49 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientCertVerifier } from '../broker/client-verify.ts';
-import type { Broker } from '../broker/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import {
+  type BrokerFixture,
+  brokerFixture,
   type Credentials,
   caCertificateAsClient,
-  enroll,
   issue,
-  makeCa,
-  openTestRegistry,
-  startBroker,
-  tempDir,
-  tryConnect,
+  type StartedBroker,
 } from './helpers/broker.ts';
 
 const DAY = 86_400_000;
-let tmp: ReturnType<typeof tempDir>;
+let f: BrokerFixture;
 let ca: CertificateAuthority;
-let lookalike: CertificateAuthority;
-let other: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-const brokers: Record<'cached' | 'openssl', { broker: Broker; port: number }> = {} as never;
+const brokers: Record<'cached' | 'openssl', StartedBroker> = {} as never;
 const creds: Record<string, Credentials> = {};
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  lookalike = await makeCa(`${tmp.dir}/lookalike`); // the same names as `ca`, other keys
-  other = await makeCa(`${tmp.dir}/other`, 'Other');
-  db = await openTestRegistry();
-  const reg = db.registry;
+  f = await brokerFixture();
+  ca = f.ca;
+  const lookalike = await f.makeCa('lookalike'); // the same names as `ca`, other keys
+  const other = await f.makeCa('other', 'Other');
   const now = Date.now();
-  creds.device = await enroll(reg, ca, 'device', 'cv-dev');
-  creds.service = await enroll(reg, ca, 'service', 'cv-svc');
-  creds.station = await enroll(reg, ca, 'station', 'cv-line');
-  creds.expired = await enroll(reg, ca, 'device', 'cv-expired', {
+  creds.device = await f.enroll('device', 'cv-dev');
+  creds.service = await f.enroll('service', 'cv-svc');
+  creds.station = await f.enroll('station', 'cv-line');
+  creds.expired = await f.enroll('device', 'cv-expired', {
     notBefore: new Date(now - 3 * DAY),
     notAfter: new Date(now - DAY),
   });
-  creds.future = await enroll(reg, ca, 'device', 'cv-future', {
+  creds.future = await f.enroll('device', 'cv-future', {
     notBefore: new Date(now + DAY),
     notAfter: new Date(now + 3 * DAY),
   });
   creds.lookalike = issue(lookalike, 'device', 'cv-dev');
   creds.otherCa = issue(other, 'device', 'cv-dev');
-  creds.serverOnly = issue(ca, 'broker', 'cv-dev', { dns: ['cv-dev.example'] });
+  creds.serverOnly = f.issue('broker', 'cv-dev', { dns: ['cv-dev.example'] });
   creds.caCert = caCertificateAsClient(ca);
-  brokers.cached = await startBroker(ca, reg, { nodeId: 'cv-cached' });
-  brokers.openssl = await startBroker(ca, reg, {
-    nodeId: 'cv-openssl',
-    tls: { clientVerification: 'openssl' },
-  });
+  brokers.cached = await f.start({ nodeId: 'cv-cached' });
+  brokers.openssl = await f.start({ nodeId: 'cv-openssl', tls: { clientVerification: 'openssl' } });
 });
 
 afterAll(async () => {
-  await brokers.cached?.broker.stop();
-  await brokers.openssl?.broker.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 const x509 = (c: Credentials) => new X509Certificate(c.cert);
@@ -160,7 +145,7 @@ describe('the broker with cached verification refuses and admits exactly as with
     const outcomes: unknown[] = [];
     for (const mode of ['cached', 'openssl'] as const) {
       const c = who ? creds[who] : undefined;
-      const r = await tryConnect(brokers[mode].port, ca, c, clientId === undefined ? {} : { clientId });
+      const r = await brokers[mode].tryConnect(c, clientId === undefined ? {} : { clientId });
       if (r.outcome === 'connected') await r.client.endAsync();
       outcomes.push(r.outcome === 'closed' ? 'closed' : r.outcome === 'connack' ? r.code : r.outcome);
     }

@@ -14,16 +14,8 @@ import {
   type ProxyHeaderFailure,
   parseProxyHeader,
 } from '../broker/proxy-protocol.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
 import type { Registry } from '../registry/index.ts';
-import {
-  type Credentials,
-  enroll,
-  makeCa,
-  openTestRegistry,
-  startBroker,
-  tempDir,
-} from './helpers/broker.ts';
+import { type BrokerFixture, brokerFixture, type Credentials, type StartedBroker } from './helpers/broker.ts';
 
 // ------------------------------------------------------------------------------------------ headers
 
@@ -170,32 +162,25 @@ describe('parseProxyHeader refuses, with a typed error and a reason,', () => {
 
 // ------------------------------------------------------------------------------------------ on the wire
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
+let f: BrokerFixture;
 let reg: Registry;
-let proxied: { broker: Broker; port: number };
-let plain: { broker: Broker; port: number };
+let proxied: StartedBroker;
+let plain: StartedBroker;
 
 beforeAll(async () => {
-  tmp = tempDir('fleet-proxy-');
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  reg = db.registry;
-  proxied = await startBroker(ca, reg, {
+  f = await brokerFixture({ prefix: 'fleet-proxy-' });
+  reg = f.registry;
+  proxied = await f.start({
     nodeId: 'node-proxied',
     proxyProtocol: true,
     presence: { flushMs: 50 },
     tls: { handshakeTimeoutMs: 2000 },
   });
-  plain = await startBroker(ca, reg, { nodeId: 'node-plain', presence: { flushMs: 50 } });
+  plain = await f.start({ nodeId: 'node-plain', presence: { flushMs: 50 } });
 });
 
 afterAll(async () => {
-  await proxied?.broker.stop();
-  await plain?.broker.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 /**
@@ -213,7 +198,7 @@ function connectThrough(
       const sock = tlsConnect({
         socket: raw,
         servername: 'localhost',
-        ca: ca.rootPem,
+        ca: f.ca.rootPem,
         cert: creds.cert,
         key: creds.key,
       });
@@ -286,7 +271,7 @@ describe('a broker with the PROXY protocol on', () => {
       '2001:db8::42',
     ],
   ])('records the device address from a %s header in presence', async (_v, id, header, address) => {
-    const creds = await enroll(reg, ca, 'device', id);
+    const creds = await f.enroll('device', id);
     const r = await connectThrough(proxied.port, header, creds);
     expect(r.returnCode).toBe(0);
     expect(proxied.broker.sessions.get(`device:${id}`)).toBeDefined();
@@ -296,7 +281,7 @@ describe('a broker with the PROXY protocol on', () => {
   });
 
   it('keeps the balancer’s own address for a LOCAL header (health checks) and still runs TLS after it', async () => {
-    const creds = await enroll(reg, ca, 'device', 'dev-proxy-local');
+    const creds = await f.enroll('device', 'dev-proxy-local');
     const r = await connectThrough(proxied.port, v2({ verCmd: 0x20, fam: 0x00 }), creds);
     expect(r.returnCode).toBe(0);
     const p = await presenceOf('dev-proxy-local', (p) => p.remoteAddress !== null);
@@ -326,7 +311,7 @@ describe('a broker with the PROXY protocol on', () => {
   });
 
   it('refuses a device that connects straight to it with TLS (no header): it cannot reach CONNECT', async () => {
-    const creds = await enroll(reg, ca, 'device', 'dev-proxy-direct');
+    const creds = await f.enroll('device', 'dev-proxy-direct');
     const r = await connectThrough(proxied.port, undefined, creds);
     expect(r.returnCode).toBeUndefined();
     expect(proxied.broker.sessions.has('device:dev-proxy-direct')).toBe(false);
@@ -335,7 +320,7 @@ describe('a broker with the PROXY protocol on', () => {
 
 describe('a broker with the PROXY protocol off', () => {
   it('never reads a header: one sent before TLS breaks the handshake and the device is not admitted', async () => {
-    const creds = await enroll(reg, ca, 'device', 'dev-forged-proxy');
+    const creds = await f.enroll('device', 'dev-forged-proxy');
     const r = await connectThrough(plain.port, v2Inet4('198.51.100.99'), creds);
     expect(r.returnCode).toBeUndefined();
     expect(plain.broker.sessions.has('device:dev-forged-proxy')).toBe(false);
@@ -343,7 +328,7 @@ describe('a broker with the PROXY protocol off', () => {
   });
 
   it('takes the address from the TCP connection itself', async () => {
-    const creds = await enroll(reg, ca, 'device', 'dev-plain');
+    const creds = await f.enroll('device', 'dev-plain');
     const r = await connectThrough(plain.port, undefined, creds);
     expect(r.returnCode).toBe(0);
     const p = await presenceOf('dev-plain', (p) => p.remoteAddress !== null);

@@ -6,100 +6,58 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisCluster, redisCluster } from '../broker/cluster.ts';
-import { type Broker, brokerConfig, buildBroker } from '../broker/index.ts';
-import { fromRegistry } from '../broker/registry.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
-import { openRegistry, type Registry } from '../registry/index.ts';
+import type { Registry } from '../registry/index.ts';
 import {
+  type BrokerFixture,
+  brokerFixture,
   closedWithin,
-  enroll,
-  makeCa,
   rawConnect,
-  setStatus,
+  type StartedBroker,
   silentLogger,
-  tempDir,
-  tryConnect,
 } from './helpers/broker.ts';
 
 const REDIS_URL = process.env.REDIS_URL;
 const SKIP_REASON = 'skipped: REDIS_URL is not set (CI sets it; locally: eval "$(infra/redis.sh start)")';
 
-/** One registry per party on PostgreSQL (a fresh database); one shared PGlite registry otherwise. */
-async function openRegistries(): Promise<{
-  nodeA: Registry;
-  nodeB: Registry;
-  operator: Registry;
-  cleanup(): Promise<void>;
-}> {
-  const base = process.env.DATABASE_URL;
-  if (!base) {
-    const r = await openRegistry();
-    return { nodeA: r, nodeB: r, operator: r, cleanup: () => r.close() };
-  }
-  const dbName = `fleet_cluster_${process.pid}_${randomBytes(4).toString('hex')}`;
-  const admin = postgres(base, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${dbName}`);
-  await admin.end();
-  const url = new URL(base);
-  url.pathname = `/${dbName}`;
-  const operator = await openRegistry({ databaseUrl: url.toString() });
-  const nodeA = await openRegistry({ databaseUrl: url.toString() });
-  const nodeB = await openRegistry({ databaseUrl: url.toString() });
-  return {
-    nodeA,
-    nodeB,
-    operator,
-    async cleanup() {
-      for (const r of [nodeA, nodeB, operator]) await r.close();
-      const a = postgres(base, { max: 1, onnotice: () => {} });
-      await a.unsafe(`drop database if exists ${dbName} with (force)`);
-      await a.end();
-    },
-  };
+/** A started broker with its Redis connections; stop() closes both. */
+interface Node extends StartedBroker {
+  readonly cluster: RedisCluster;
 }
 
-interface Node {
-  broker: Broker;
-  port: number;
-  cluster: RedisCluster;
-  stop(): Promise<void>;
-}
-
+/**
+ * A node on the fixture's CA with its own Redis connections and (on PostgreSQL) its own registry
+ * connection, as production runs one per process.
+ */
 async function startNode(
-  ca: CertificateAuthority,
+  f: BrokerFixture,
   registry: Registry,
   nodeId: string,
   ticketKeys: Buffer,
 ): Promise<Node> {
   const logger = silentLogger();
   const cluster = await redisCluster({ url: REDIS_URL!, nodeId, logger });
-  const config = brokerConfig({
-    host: '127.0.0.1',
-    port: 0,
-    nodeId,
-    tls: { ticketKeys, serverNames: [] },
-    metrics: { port: null },
-    presence: { flushMs: 50 },
-    // Cluster-wide takeover rides on aedes' connect notices.
-    skipSysConnectNotices: false,
-  });
-  const broker = buildBroker(config, {
-    ca,
-    registry: fromRegistry(registry),
-    logger,
-    mq: cluster.deps.mq as never,
-    persistence: cluster.deps.persistence as never,
-  });
-  const { port } = await broker.start();
+  const started = await f.start(
+    {
+      nodeId,
+      tls: { ticketKeys, serverNames: [] },
+      presence: { flushMs: 50 },
+      // Cluster-wide takeover rides on aedes' connect notices.
+      skipSysConnectNotices: false,
+    },
+    {
+      registry,
+      logger,
+      mq: cluster.deps.mq as never,
+      persistence: cluster.deps.persistence as never,
+    },
+  );
   return {
-    broker,
-    port,
+    ...started,
     cluster,
     async stop() {
-      await broker.stop();
+      await started.stop();
       await cluster.close();
     },
   };
@@ -107,13 +65,6 @@ async function startNode(
 
 /** A unique id per run: the Redis session store outlives a test run. */
 const uid = (name: string) => `${name}-${randomBytes(3).toString('hex')}`;
-
-function connectOrThrow(port: number, ca: CertificateAuthority, creds: Parameters<typeof tryConnect>[2]) {
-  return tryConnect(port, ca, creds).then((r) => {
-    if (r.outcome !== 'connected') throw new Error(`did not connect: ${JSON.stringify(r)}`);
-    return r.client;
-  });
-}
 
 async function eventually<T>(probe: () => Promise<T | undefined>, ms = 3000): Promise<T> {
   const until = Date.now() + ms;
@@ -128,11 +79,12 @@ async function eventually<T>(probe: () => Promise<T | undefined>, ms = 3000): Pr
 describe.skipIf(!REDIS_URL)(
   `two broker nodes sharing Redis and the registry${REDIS_URL ? '' : ` (${SKIP_REASON})`}`,
   () => {
-    let tmp: ReturnType<typeof tempDir>;
-    let ca: CertificateAuthority;
-    let regs: Awaited<ReturnType<typeof openRegistries>>;
+    let f: BrokerFixture;
+    /** The operator's registry connection (the fixture's); on PostgreSQL each node has its own. */
+    let operator: Registry;
     let a: Node;
     let b: Node;
+    let nodeB: Registry;
     const ticketKeys = randomBytes(48);
     const clients: MqttClient[] = [];
     const keep = (c: MqttClient) => {
@@ -141,30 +93,30 @@ describe.skipIf(!REDIS_URL)(
     };
 
     beforeAll(async () => {
-      tmp = tempDir('fleet-cluster-');
-      ca = await makeCa(`${tmp.dir}/fleet`);
-      regs = await openRegistries();
-      a = await startNode(ca, regs.nodeA, 'node-a', ticketKeys);
-      b = await startNode(ca, regs.nodeB, 'node-b', ticketKeys);
+      f = await brokerFixture({ prefix: 'fleet-cluster-' });
+      operator = f.registry;
+      const nodeA = await f.openRegistry();
+      nodeB = await f.openRegistry();
+      a = await startNode(f, nodeA, 'node-a', ticketKeys);
+      b = await startNode(f, nodeB, 'node-b', ticketKeys);
     });
 
     afterAll(async () => {
       for (const c of clients) c.end(true);
       await a?.stop();
       await b?.stop();
-      await regs?.cleanup();
-      tmp?.remove();
+      await f?.cleanup();
     });
 
     it('a device publishing on node A reaches a service subscribed on node B', async () => {
-      const dev = await enroll(regs.operator, ca, 'device', uid('dev-tel'));
-      const svc = await enroll(regs.operator, ca, 'service', uid('svc-tel'));
-      const service = keep(await connectOrThrow(b.port, ca, svc));
+      const dev = await f.enroll('device', uid('dev-tel'));
+      const svc = await f.enroll('service', uid('svc-tel'));
+      const service = keep(await b.connect(svc));
       await service.subscribeAsync(`devices/${dev.id}/telemetry/#`, { qos: 1 });
       const got = new Promise<{ topic: string; payload: string }>((resolve) =>
         service.on('message', (topic, payload) => resolve({ topic, payload: payload.toString() })),
       );
-      const device = keep(await connectOrThrow(a.port, ca, dev));
+      const device = keep(await a.connect(dev));
       await device.publishAsync(`devices/${dev.id}/telemetry/temp`, '{"t":21.5}', { qos: 1 });
       await expect(got).resolves.toEqual({
         topic: `devices/${dev.id}/telemetry/temp`,
@@ -173,11 +125,11 @@ describe.skipIf(!REDIS_URL)(
     });
 
     it('the same device connecting to node B takes over its session on node A (A closes its connection)', async () => {
-      const dev = await enroll(regs.operator, ca, 'device', uid('dev-move'));
-      const first = keep(await connectOrThrow(a.port, ca, dev));
+      const dev = await f.enroll('device', uid('dev-move'));
+      const first = keep(await a.connect(dev));
       expect(a.broker.sessions.has(`device:${dev.id}`)).toBe(true);
       const closed = closedWithin(first, 3000);
-      const second = keep(await connectOrThrow(b.port, ca, dev));
+      const second = keep(await b.connect(dev));
       await closed;
       expect(second.connected).toBe(true);
       await eventually(async () => (a.broker.sessions.has(`device:${dev.id}`) ? undefined : true));
@@ -188,15 +140,15 @@ describe.skipIf(!REDIS_URL)(
     });
 
     it('a device revoked through the registry is dropped from whichever node holds it', async () => {
-      const onA = await enroll(regs.operator, ca, 'device', uid('dev-rev-a'));
-      const onB = await enroll(regs.operator, ca, 'device', uid('dev-rev-b'));
-      const ca1 = keep(await connectOrThrow(a.port, ca, onA));
-      const cb1 = keep(await connectOrThrow(b.port, ca, onB));
+      const onA = await f.enroll('device', uid('dev-rev-a'));
+      const onB = await f.enroll('device', uid('dev-rev-b'));
+      const ca1 = keep(await a.connect(onA));
+      const cb1 = keep(await b.connect(onB));
       const closedA = closedWithin(ca1, 2000);
       const closedB = closedWithin(cb1, 2000);
       // The operator's own registry connection: on PostgreSQL the nodes learn it by LISTEN/NOTIFY.
-      await setStatus(regs.operator, 'device', onA.id, 'revoked');
-      await setStatus(regs.operator, 'device', onB.id, 'revoked');
+      await f.setStatus('device', onA.id, 'revoked');
+      await f.setStatus('device', onB.id, 'revoked');
       await Promise.all([closedA, closedB]);
       // And neither node lets them back in.
       for (const [node, creds] of [
@@ -205,7 +157,7 @@ describe.skipIf(!REDIS_URL)(
         [a, onB],
         [b, onA],
       ] as const) {
-        const again = await tryConnect(node.port, ca, creds);
+        const again = await node.tryConnect(creds);
         expect(again).toMatchObject({ outcome: 'connack', code: 5 });
       }
     });
@@ -213,12 +165,12 @@ describe.skipIf(!REDIS_URL)(
     it.each(['TLSv1.2', 'TLSv1.3'] as const)(
       'a %s session ticket issued by node A resumes on node B (shared ticket keys)',
       async (maxVersion) => {
-        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket'));
-        const first = await rawConnect(a.port, ca, dev, { maxVersion });
+        const dev = await f.enroll('device', uid('dev-ticket'));
+        const first = await rawConnect(a.port, f.ca, dev, { maxVersion });
         expect(first.returnCode).toBe(0);
         expect(first.reused).toBe(false);
         expect(first.session).toBeDefined();
-        const second = await rawConnect(b.port, ca, dev, { maxVersion, session: first.session! });
+        const second = await rawConnect(b.port, f.ca, dev, { maxVersion, session: first.session! });
         expect(second.reused).toBe(true);
         // Resumed, and still checked at CONNECT.
         expect(second.returnCode).toBe(0);
@@ -232,14 +184,14 @@ describe.skipIf(!REDIS_URL)(
       process.argv = [...argv, '--started-elsewhere'];
       let other: Node;
       try {
-        other = await startNode(ca, regs.nodeB, 'node-d', ticketKeys);
+        other = await startNode(f, nodeB, 'node-d', ticketKeys);
       } finally {
         process.argv = argv;
       }
       try {
-        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket-argv'));
-        const first = await rawConnect(a.port, ca, dev);
-        const second = await rawConnect(other.port, ca, dev, { session: first.session! });
+        const dev = await f.enroll('device', uid('dev-ticket-argv'));
+        const first = await rawConnect(a.port, f.ca, dev);
+        const second = await rawConnect(other.port, f.ca, dev, { session: first.session! });
         expect(second.reused).toBe(true);
         expect(second.returnCode).toBe(0);
       } finally {
@@ -248,12 +200,12 @@ describe.skipIf(!REDIS_URL)(
     });
 
     it('a ticket from a node with other ticket keys does not resume (the control for the test above)', async () => {
-      const other = await startNode(ca, regs.nodeB, 'node-c', randomBytes(48));
+      const other = await startNode(f, nodeB, 'node-c', randomBytes(48));
       try {
-        const dev = await enroll(regs.operator, ca, 'device', uid('dev-ticket-x'));
-        const first = await rawConnect(a.port, ca, dev);
+        const dev = await f.enroll('device', uid('dev-ticket-x'));
+        const first = await rawConnect(a.port, f.ca, dev);
         expect(first.session).toBeDefined();
-        const second = await rawConnect(other.port, ca, dev, { session: first.session! });
+        const second = await rawConnect(other.port, f.ca, dev, { session: first.session! });
         expect(second.reused).toBe(false);
         expect(second.returnCode).toBe(0);
       } finally {
@@ -262,17 +214,17 @@ describe.skipIf(!REDIS_URL)(
     });
 
     it('presence names the node that holds the device after it moved', async () => {
-      const dev = await enroll(regs.operator, ca, 'device', uid('dev-pres'));
-      const first = keep(await connectOrThrow(a.port, ca, dev));
+      const dev = await f.enroll('device', uid('dev-pres'));
+      const first = keep(await a.connect(dev));
       await eventually(async () => {
-        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        const p = (await operator.getDevice(dev.id))?.presence;
         return p?.connected && p.brokerNode === 'node-a' ? p : undefined;
       });
       const closed = closedWithin(first, 3000);
-      keep(await connectOrThrow(b.port, ca, dev));
+      keep(await b.connect(dev));
       await closed;
       const p = await eventually(async () => {
-        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        const p = (await operator.getDevice(dev.id))?.presence;
         return p?.brokerNode === 'node-b' ? p : undefined;
       });
       expect(p.brokerNode).toBe('node-b');
@@ -280,22 +232,22 @@ describe.skipIf(!REDIS_URL)(
 
     // Node A records the taken-over connection's close after node B's connect; presence must follow B.
     it('presence still says connected after a device moved nodes', async () => {
-      const dev = await enroll(regs.operator, ca, 'device', uid('dev-pres'));
-      const first = keep(await connectOrThrow(a.port, ca, dev));
+      const dev = await f.enroll('device', uid('dev-pres'));
+      const first = keep(await a.connect(dev));
       await eventually(async () => {
-        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        const p = (await operator.getDevice(dev.id))?.presence;
         return p?.connected && p.brokerNode === 'node-a' ? p : undefined;
       });
       const closed = closedWithin(first, 3000);
-      keep(await connectOrThrow(b.port, ca, dev));
+      keep(await b.connect(dev));
       await closed;
       const p = await eventually(async () => {
-        const p = (await regs.operator.getDevice(dev.id))?.presence;
+        const p = (await operator.getDevice(dev.id))?.presence;
         return p?.brokerNode === 'node-b' ? p : undefined;
       });
       // Let both nodes flush their batches (node A's disconnect comes after node B's connect).
       await new Promise((r) => setTimeout(r, 300));
-      const after = (await regs.operator.getDevice(dev.id))?.presence;
+      const after = (await operator.getDevice(dev.id))?.presence;
       expect({ node: p.brokerNode, connected: after?.connected }).toEqual({
         node: 'node-b',
         connected: true,

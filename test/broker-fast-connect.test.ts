@@ -6,46 +6,22 @@
  */
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
-import {
-  type Credentials,
-  enroll,
-  makeCa,
-  openTestRegistry,
-  startBroker,
-  tempDir,
-  tryConnect,
-} from './helpers/broker.ts';
+import { type BrokerFixture, brokerFixture, type Credentials } from './helpers/broker.ts';
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-let broker: Broker;
-let port: number;
+let f: BrokerFixture;
 const creds: Record<string, Credentials> = {};
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  creds.device = await enroll(db.registry, ca, 'device', 'fc-dev', { fleet: 'fc' });
-  creds.other = await enroll(db.registry, ca, 'device', 'fc-other', { fleet: 'fc' });
-  creds.service = await enroll(db.registry, ca, 'service', 'fc-svc');
-  ({ broker, port } = await startBroker(ca, db.registry));
+  f = await brokerFixture();
+  creds.device = await f.enroll('device', 'fc-dev', { fleet: 'fc' });
+  creds.other = await f.enroll('device', 'fc-other', { fleet: 'fc' });
+  creds.service = await f.enroll('service', 'fc-svc');
+  await f.start();
 });
 
 afterAll(async () => {
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
-
-async function connect(c: Credentials, opts: Parameters<typeof tryConnect>[3] = {}): Promise<MqttClient> {
-  const r = await tryConnect(port, ca, c, opts);
-  if (r.outcome !== 'connected') throw new Error(`not connected: ${JSON.stringify(r)}`);
-  return r.client;
-}
 
 const received = (client: MqttClient, ms: number) =>
   new Promise<string[]>((resolve) => {
@@ -56,17 +32,17 @@ const received = (client: MqttClient, ms: number) =>
 
 describe('sessions through the fast CONNECT path', () => {
   it('a clean session after a persistent one has no subscription and no queued message', async () => {
-    const a = await connect(creds.device!, { clean: false });
+    const a = await f.connect(creds.device!, { clean: false });
     await a.subscribeAsync('devices/fc-dev/commands/#', { qos: 1 });
     await a.endAsync();
-    const svc = await connect(creds.service!);
+    const svc = await f.connect(creds.service!);
     await svc.publishAsync('devices/fc-dev/commands/reboot', 'now', { qos: 1 });
-    const b = await connect(creds.device!, { clean: true });
+    const b = await f.connect(creds.device!, { clean: true });
     const gotB = received(b, 300);
     await svc.publishAsync('devices/fc-dev/commands/again', 'now', { qos: 1 });
     expect(await gotB).toEqual([]);
     await b.endAsync();
-    const c = await connect(creds.device!, { clean: false });
+    const c = await f.connect(creds.device!, { clean: false });
     expect(c.connected).toBe(true);
     const gotC = received(c, 300);
     await svc.publishAsync('devices/fc-dev/commands/third', 'now', { qos: 1 });
@@ -76,12 +52,12 @@ describe('sessions through the fast CONNECT path', () => {
   });
 
   it('a persistent session resumes with its subscription and gets what was queued', async () => {
-    const a = await connect(creds.other!, { clean: false });
+    const a = await f.connect(creds.other!, { clean: false });
     await a.subscribeAsync('devices/fc-other/commands/#', { qos: 1 });
     await a.endAsync();
-    const svc = await connect(creds.service!);
+    const svc = await f.connect(creds.service!);
     await svc.publishAsync('devices/fc-other/commands/queued', 'x', { qos: 1 });
-    const r = await tryConnect(port, ca, creds.other!, { clean: false, manualConnect: false });
+    const r = await f.tryConnect(creds.other!, { clean: false, manualConnect: false });
     if (r.outcome !== 'connected') throw new Error('not connected');
     const got = await received(r.client, 500);
     expect(got).toContain('devices/fc-other/commands/queued');
@@ -90,10 +66,10 @@ describe('sessions through the fast CONNECT path', () => {
   });
 
   it('a clean session receives what it subscribes to, and its will goes out when it drops', async () => {
-    const svc = await connect(creds.service!);
+    const svc = await f.connect(creds.service!);
     await svc.subscribeAsync('devices/+/state', { qos: 0 });
     const got = received(svc, 800);
-    const dev = await connect(creds.device!, {
+    const dev = await f.connect(creds.device!, {
       will: { topic: 'devices/fc-dev/state', payload: Buffer.from('offline'), qos: 0, retain: false },
     });
     dev.stream.destroy();
@@ -102,11 +78,11 @@ describe('sessions through the fast CONNECT path', () => {
   });
 
   it('a clean QoS 1 subscriber gets every message in order at QoS 1, a QoS 0 subscriber at QoS 0', async () => {
-    const q1 = await connect(creds.service!, { clientId: 'fc-svc' });
+    const q1 = await f.connect(creds.service!, { clientId: 'fc-svc' });
     await q1.subscribeAsync('devices/+/telemetry/#', { qos: 1 });
     const got: { n: number; qos: number }[] = [];
     q1.on('message', (_t, payload, packet) => got.push({ n: Number(payload.toString()), qos: packet.qos }));
-    const dev = await connect(creds.device!);
+    const dev = await f.connect(creds.device!);
     for (let i = 0; i < 200; i++)
       void dev.publishAsync('devices/fc-dev/telemetry/t', String(i), { qos: i % 2 ? 1 : 0 });
     await new Promise((r) => setTimeout(r, 1000));
@@ -121,7 +97,7 @@ describe('sessions through the fast CONNECT path', () => {
   });
 
   it('a refused CONNECT still gets its return code', async () => {
-    expect(await tryConnect(port, ca, creds.device!, { clientId: 'fc-someone-else' })).toEqual({
+    expect(await f.tryConnect(creds.device!, { clientId: 'fc-someone-else' })).toEqual({
       outcome: 'connack',
       code: 5,
     });

@@ -4,53 +4,30 @@
  */
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
 import { fromRegistry } from '../broker/registry.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
 import type { Registry } from '../registry/index.ts';
-import {
-  closedWithin,
-  enroll,
-  makeCa,
-  openTestRegistry,
-  rawConnect,
-  setStatus,
-  startBroker,
-  tempDir,
-  tryConnect,
-} from './helpers/broker.ts';
+import { type BrokerFixture, brokerFixture, closedWithin, rawConnect } from './helpers/broker.ts';
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
+let f: BrokerFixture;
 let reg: Registry;
-let broker: Broker;
-let port: number;
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  reg = db.registry;
+  f = await brokerFixture();
+  reg = f.registry;
   // The periodic resync is pushed out of reach, so a close within the bounds below can only come from the
   // change feed. The bounds are hang guards, not speed claims: revoke-to-close is measured in bench:broker.
-  ({ broker, port } = await startBroker(ca, reg, {
+  await f.start({
     presence: { flushMs: 50 },
     revocation: { resyncMs: 600_000 },
-  }));
+  });
 });
 
 afterAll(async () => {
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 async function connected(id: string): Promise<MqttClient> {
-  const creds = await enroll(reg, ca, 'device', id);
-  const r = await tryConnect(port, ca, creds);
-  if (r.outcome !== 'connected') throw new Error(`${id} did not connect: ${JSON.stringify(r)}`);
-  return r.client;
+  return f.connect(await f.enroll('device', id));
 }
 
 describe('a live session', () => {
@@ -60,34 +37,34 @@ describe('a live session', () => {
   ] as const)('%s', async (_name, id, status) => {
     const client = await connected(id);
     const closed = closedWithin(client, 10_000);
-    await setStatus(reg, 'device', id, status);
+    await f.setStatus('device', id, status);
     await closed;
-    const again = await tryConnect(port, ca, undefined, {});
+    const again = await f.tryConnect(undefined, {});
     expect(again.outcome).toBe('closed');
   });
 
   it('is closed on the change feed when its certificate alone is revoked', async () => {
-    const creds = await enroll(reg, ca, 'device', 'live-cert');
-    const r = await tryConnect(port, ca, creds);
+    const creds = await f.enroll('device', 'live-cert');
+    const r = await f.tryConnect(creds);
     expect(r.outcome).toBe('connected');
     const closed = closedWithin((r as { client: MqttClient }).client, 10_000);
     await reg.revokeCertificate({ serial: creds.serial, actor: 'operator:test' });
     await closed;
-    expect(await tryConnect(port, ca, creds)).toEqual({ outcome: 'connack', code: 5 });
+    expect(await f.tryConnect(creds)).toEqual({ outcome: 'connack', code: 5 });
   });
 
   it('of another device stays open', async () => {
     const bystander = await connected('bystander');
     const victim = await connected('victim');
     const closed = closedWithin(victim, 10_000);
-    await setStatus(reg, 'device', 'victim', 'revoked');
+    await f.setStatus('device', 'victim', 'revoked');
     await closed;
     expect(bystander.connected).toBe(true);
     await bystander.endAsync();
   });
 
   it('records revocation kicks and their latency', async () => {
-    const text = await broker.metrics.registry.metrics();
+    const text = await f.broker.metrics.registry.metrics();
     expect(text).toMatch(/fleet_mqtt_revocation_kicks_total [1-9]/);
     expect(text).toMatch(/fleet_mqtt_revocation_close_seconds_count [1-9]/);
   });
@@ -96,15 +73,15 @@ describe('a live session', () => {
 describe('a TLS session resumed after revocation', () => {
   it.each(['TLSv1.2', 'TLSv1.3'] as const)('is refused with CONNACK 5 (%s)', async (maxVersion) => {
     const id = `resume-${maxVersion.replace('.', '')}`;
-    const creds = await enroll(reg, ca, 'device', id);
-    const first = await rawConnect(port, ca, creds, { maxVersion });
+    const creds = await f.enroll('device', id);
+    const first = await rawConnect(f.port, f.ca, creds, { maxVersion });
     expect(first.returnCode).toBe(0);
     expect(first.session).toBeDefined();
-    await setStatus(reg, 'device', id, 'revoked');
+    await f.setStatus('device', id, 'revoked');
     const gen = await reg.generation();
-    for (let i = 0; i < 50 && broker.revocation.generation < gen; i++)
+    for (let i = 0; i < 50 && f.broker.revocation.generation < gen; i++)
       await new Promise((r) => setTimeout(r, 10));
-    const resumed = await rawConnect(port, ca, creds, { maxVersion, session: first.session! });
+    const resumed = await rawConnect(f.port, f.ca, creds, { maxVersion, session: first.session! });
     expect(resumed.reused).toBe(true);
     expect(resumed.returnCode).toBe(5);
   });
@@ -114,16 +91,16 @@ describe('the periodic resync', () => {
   it('closes a session whose revocation the change feed never delivered', async () => {
     // A feed that loses every notification: only the resync can find the change.
     const deaf = { ...fromRegistry(reg), onChange: async () => () => {} };
-    const { broker: b2, port: p2 } = await startBroker(ca, deaf, { revocation: { resyncMs: 100 } });
+    const deafBroker = await f.start({ revocation: { resyncMs: 100 } }, { registry: deaf });
     try {
-      const creds = await enroll(reg, ca, 'device', 'missed');
-      const r = await tryConnect(p2, ca, creds);
+      const creds = await f.enroll('device', 'missed');
+      const r = await deafBroker.tryConnect(creds);
       expect(r.outcome).toBe('connected');
       const closed = closedWithin((r as { client: MqttClient }).client, 2000);
-      await setStatus(reg, 'device', 'missed', 'suspended');
+      await f.setStatus('device', 'missed', 'suspended');
       await closed;
     } finally {
-      await b2.stop();
+      await deafBroker.stop();
     }
   });
 });

@@ -4,32 +4,16 @@
  * the warm-up still refuses (the revoked set decides, not the cache).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
 import { type BrokerRegistry, fromRegistry } from '../broker/registry.ts';
-import type { CertificateAuthority } from '../pki/ca.ts';
-import {
-  enroll,
-  makeCa,
-  openTestRegistry,
-  setStatus,
-  startBroker,
-  tempDir,
-  tryConnect,
-} from './helpers/broker.ts';
+import { type BrokerFixture, brokerFixture, type Credentials } from './helpers/broker.ts';
 
-let tmp: ReturnType<typeof tempDir>;
-let ca: CertificateAuthority;
-let db: Awaited<ReturnType<typeof openTestRegistry>>;
-let broker: Broker;
-let port: number;
+let f: BrokerFixture;
 const lookups: string[] = [];
-const early: Awaited<ReturnType<typeof enroll>>[] = [];
+const early: Credentials[] = [];
 
 beforeAll(async () => {
-  tmp = tempDir();
-  ca = await makeCa(`${tmp.dir}/fleet`);
-  db = await openTestRegistry();
-  const real = fromRegistry(db.registry);
+  f = await brokerFixture();
+  const real = fromRegistry(f.registry);
   const counting: BrokerRegistry = {
     ...real,
     activeSubjects: real.activeSubjects!.bind(real),
@@ -38,22 +22,20 @@ beforeAll(async () => {
       return real.lookup(kind, id);
     },
   };
-  for (let i = 0; i < 3; i++) early.push(await enroll(db.registry, ca, 'device', `warm-${i}`));
-  ({ broker, port } = await startBroker(ca, counting));
-  expect(await broker.subjectsWarmed).toBeGreaterThanOrEqual(3);
+  for (let i = 0; i < 3; i++) early.push(await f.enroll('device', `warm-${i}`));
+  await f.start({}, { registry: counting });
+  expect(await f.broker.subjectsWarmed).toBeGreaterThanOrEqual(3);
 });
 
 afterAll(async () => {
-  await broker?.stop();
-  await db?.cleanup();
-  tmp?.remove();
+  await f?.cleanup();
 });
 
 describe('the subject cache warmed at start', () => {
   it('admits a device enrolled before the start without asking the registry', async () => {
     lookups.length = 0;
     for (const creds of early) {
-      const r = await tryConnect(port, ca, creds);
+      const r = await f.tryConnect(creds);
       expect(r.outcome).toBe('connected');
       if (r.outcome === 'connected') await r.client.endAsync();
     }
@@ -61,20 +43,20 @@ describe('the subject cache warmed at start', () => {
   });
 
   it('asks the registry on the first connect of a device enrolled after the start', async () => {
-    const creds = await enroll(db.registry, ca, 'device', 'warm-late');
+    const creds = await f.enroll('device', 'warm-late');
     lookups.length = 0;
-    const r = await tryConnect(port, ca, creds);
+    const r = await f.tryConnect(creds);
     expect(r.outcome).toBe('connected');
     if (r.outcome === 'connected') await r.client.endAsync();
     expect(lookups).toEqual(['device:warm-late']);
   });
 
   it('still refuses a device revoked after the warm-up', async () => {
-    const creds = await enroll(db.registry, ca, 'device', 'warm-revoked');
-    const first = await tryConnect(port, ca, creds);
+    const creds = await f.enroll('device', 'warm-revoked');
+    const first = await f.tryConnect(creds);
     if (first.outcome === 'connected') await first.client.endAsync();
-    await setStatus(db.registry, 'device', 'warm-revoked', 'revoked');
+    await f.setStatus('device', 'warm-revoked', 'revoked');
     await new Promise((r) => setTimeout(r, 200));
-    expect(await tryConnect(port, ca, creds)).toEqual({ outcome: 'connack', code: 5 });
+    expect(await f.tryConnect(creds)).toEqual({ outcome: 'connack', code: 5 });
   });
 });

@@ -13,7 +13,13 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import pino from 'pino';
 import postgres from 'postgres';
-import { type Broker, type BrokerConfig, brokerConfig, buildBroker } from '../../broker/index.ts';
+import {
+  type Broker,
+  type BrokerConfig,
+  type BrokerDeps,
+  brokerConfig,
+  buildBroker,
+} from '../../broker/index.ts';
 import { type BrokerRegistry, fromRegistry, type SubjectStatus } from '../../broker/registry.ts';
 import { type CertificateAuthority, createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
 import type { IdentityKind } from '../../pki/ids.ts';
@@ -89,24 +95,36 @@ export function caCertificateAsClient(ca: CertificateAuthority): Credentials {
 
 /**
  * The real registry: PGlite in memory, or a fresh database on the PostgreSQL server DATABASE_URL points at
- * (dropped by cleanup()).
+ * (dropped by cleanup()). `connect()` opens another connection to the same database, as another node or
+ * the operator has (on PGlite, which is single connection, it is the same registry).
  */
-export async function openTestRegistry(): Promise<{ registry: Registry; cleanup(): Promise<void> }> {
+export async function openTestRegistry(prefix = 'fleet_broker'): Promise<{
+  registry: Registry;
+  connect(): Promise<Registry>;
+  cleanup(): Promise<void>;
+}> {
   const base = process.env.DATABASE_URL;
   if (!base) {
     const registry = await openRegistry();
-    return { registry, cleanup: () => registry.close() };
+    return { registry, connect: async () => registry, cleanup: () => registry.close() };
   }
-  const dbName = `fleet_broker_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const dbName = `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
   const url = new URL(base);
   url.pathname = `/${dbName}`;
   const admin = postgres(base, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${dbName}`);
   await admin.end();
   const registry = await openRegistry({ databaseUrl: url.toString() });
+  const others: Registry[] = [];
   return {
     registry,
+    async connect() {
+      const r = await openRegistry({ databaseUrl: url.toString() });
+      others.push(r);
+      return r;
+    },
     async cleanup() {
+      for (const r of others) await r.close();
       await registry.close();
       const a = postgres(base, { max: 1, onnotice: () => {} });
       await a.unsafe(`drop database if exists ${dbName} with (force)`);
@@ -168,10 +186,20 @@ export const setStatus = (registry: Registry, kind: IdentityKind, id: string, st
 
 export const silentLogger = () => pino({ level: process.env.FLEET_TEST_LOG ?? 'silent' });
 
+export type BrokerOverrides = Parameters<typeof brokerConfig>[0];
+
+/** What a test may hand a broker besides the CA: the registry, and a cluster's mq and persistence. */
+export interface TestBrokerDeps {
+  readonly mq?: BrokerDeps['mq'];
+  readonly persistence?: BrokerDeps['persistence'];
+  readonly logger?: BrokerDeps['logger'];
+}
+
 export async function startBroker(
   ca: CertificateAuthority,
   registry: Registry | BrokerRegistry,
-  overrides: Parameters<typeof brokerConfig>[0] = {},
+  overrides: BrokerOverrides = {},
+  deps: TestBrokerDeps = {},
 ): Promise<{ broker: Broker; port: number; config: BrokerConfig }> {
   const config = brokerConfig({
     host: '127.0.0.1',
@@ -181,7 +209,13 @@ export async function startBroker(
     metrics: { port: null, ...overrides.metrics },
   });
   const r = 'getDevice' in registry ? fromRegistry(registry) : registry;
-  const broker = buildBroker(config, { ca, registry: r, logger: silentLogger() });
+  const broker = buildBroker(config, {
+    ca,
+    registry: r,
+    logger: deps.logger ?? silentLogger(),
+    ...(deps.mq ? { mq: deps.mq } : {}),
+    ...(deps.persistence ? { persistence: deps.persistence } : {}),
+  });
   const { port } = await broker.start();
   return { broker, port, config };
 }
@@ -322,4 +356,106 @@ export function mosquitto(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+// ------------------------------------------------------------------------------------------------ fixture
+
+/** A broker a fixture started: its port, and clients bound to it. */
+export interface StartedBroker {
+  readonly broker: Broker;
+  readonly port: number;
+  readonly config: BrokerConfig;
+  /** MQTT.js with the fixture's root; how the attempt ended. */
+  tryConnect(creds: Credentials | undefined, opts?: IClientOptions): Promise<ConnectOutcome>;
+  /** As tryConnect, and throws unless connected. */
+  connect(creds: Credentials, opts?: IClientOptions): Promise<MqttClient>;
+  /** Stops it (once: the fixture's cleanup skips a broker stopped here). */
+  stop(): Promise<void>;
+}
+
+/**
+ * What every broker test starts from: a temp dir, the fleet's CA made now by the project's CA code, the
+ * real registry, brokers on free ports, and factories for identities and clients. `start()` is separate
+ * so a test can enroll and set statuses before its broker starts; the first broker started is
+ * `broker`/`port`, and the fixture's own `tryConnect`/`connect` dial it.
+ */
+export interface BrokerFixture extends Omit<StartedBroker, 'stop' | 'config'> {
+  readonly dir: string;
+  readonly ca: CertificateAuthority;
+  readonly registry: Registry;
+  /** Starts a broker on the fixture's CA and (unless `deps.registry`) its registry. */
+  start(
+    overrides?: BrokerOverrides,
+    deps?: TestBrokerDeps & { registry?: Registry | BrokerRegistry },
+  ): Promise<StartedBroker>;
+  /** Another connection to the fixture's database (openTestRegistry's connect()). */
+  openRegistry(): Promise<Registry>;
+  /** Another CA in the temp dir: another fleet, or (same organization) the same names with other keys. */
+  makeCa(name: string, organization?: string): Promise<CertificateAuthority>;
+  /** Issues and records a certificate for `kind:id` in the fixture's registry, as provisioning does. */
+  enroll(kind: IdentityKind, id: string, opts?: EnrollOptions): Promise<Credentials>;
+  /** A certificate from the fixture's CA that the registry does not know. */
+  issue(profile: ProfileName, id: string, opts?: Parameters<typeof issue>[3]): Credentials;
+  setStatus(kind: IdentityKind, id: string, status: SubjectStatus): ReturnType<typeof setStatus>;
+  /** Stops every broker still running, closes the registry, removes the temp dir. */
+  cleanup(): Promise<void>;
+}
+
+export async function brokerFixture(opts: { prefix?: string } = {}): Promise<BrokerFixture> {
+  const tmp = tempDir(opts.prefix);
+  const ca = await makeCa(`${tmp.dir}/fleet`);
+  const db = await openTestRegistry();
+  const started: StartedBroker[] = [];
+  const running = new Set<StartedBroker>();
+  const first = () => {
+    const b = started[0];
+    if (!b) throw new Error('brokerFixture: no broker started yet (call start())');
+    return b;
+  };
+  return {
+    dir: tmp.dir,
+    ca,
+    registry: db.registry,
+    get broker() {
+      return first().broker;
+    },
+    get port() {
+      return first().port;
+    },
+    async start(overrides = {}, deps = {}) {
+      const { broker, port, config } = await startBroker(ca, deps.registry ?? db.registry, overrides, deps);
+      let stopping: Promise<void> | undefined;
+      const handle: StartedBroker = {
+        broker,
+        port,
+        config,
+        tryConnect: (creds, o = {}) => tryConnect(port, ca, creds, o),
+        async connect(creds, o = {}) {
+          const r = await tryConnect(port, ca, creds, o);
+          if (r.outcome !== 'connected') throw new Error(`${creds.id} did not connect: ${JSON.stringify(r)}`);
+          return r.client;
+        },
+        stop() {
+          running.delete(handle);
+          stopping ??= broker.stop();
+          return stopping;
+        },
+      };
+      started.push(handle);
+      running.add(handle);
+      return handle;
+    },
+    tryConnect: (creds, o) => first().tryConnect(creds, o),
+    connect: (creds, o) => first().connect(creds, o),
+    openRegistry: () => db.connect(),
+    makeCa: (name, organization) => makeCa(`${tmp.dir}/${name}`, organization),
+    enroll: (kind, id, o) => enroll(db.registry, ca, kind, id, o),
+    issue: (profile, id, o) => issue(ca, profile, id, o),
+    setStatus: (kind, id, status) => setStatus(db.registry, kind, id, status),
+    async cleanup() {
+      for (const b of [...running]) await b.stop();
+      await db.cleanup();
+      tmp.remove();
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { LocalEnroller, LocalOperator } from '../../device-sim/local.ts';
 import type { RunTarget } from '../../device-sim/runner.ts';
 import type { CertificateAuthority } from '../../pki/ca.ts';
 import type { Registry } from '../../registry/index.ts';
-import { makeCa, openTestRegistry, startBroker, tempDir } from './broker.ts';
+import { brokerFixture } from './broker.ts';
 
 export interface SimBed {
   readonly ca: CertificateAuthority;
@@ -28,11 +28,10 @@ export interface SimBed {
 }
 
 export async function simBed(): Promise<SimBed> {
-  const tmp = tempDir('fleet-sim-');
-  const ca = await makeCa(tmp.dir);
-  const { registry, cleanup } = await openTestRegistry();
+  const f = await brokerFixture({ prefix: 'fleet-sim-' });
+  const { ca, registry } = f;
   // Admission wide open: the tests measure the simulator, not the broker's storm protection.
-  const { broker, port } = await startBroker(ca, registry, {
+  const { broker, port } = await f.start({
     limits: { connectRatePerS: 0, connectBurst: 100_000 },
   });
   const enroller = new LocalEnroller(ca, registry);
@@ -42,22 +41,18 @@ export async function simBed(): Promise<SimBed> {
     broker,
     port,
     target: { host: '127.0.0.1', port, servername: 'localhost', loopback: true },
-    dir: tmp.dir,
+    dir: f.dir,
     enroller,
     operator: new LocalOperator(registry),
     identities: (devices, opts = {}) =>
       ensureIdentities({
-        dir: `${tmp.dir}/identities-${opts.keyType ?? 'P-256'}-${opts.idPrefix ?? 'sim-'}`,
+        dir: `${f.dir}/identities-${opts.keyType ?? 'P-256'}-${opts.idPrefix ?? 'sim-'}`,
         devices,
         idPrefix: opts.idPrefix ?? 'sim-',
         product: 'sim',
         keyType: opts.keyType ?? 'P-256',
         enroller,
       }),
-    async close() {
-      await broker.stop();
-      await cleanup();
-      tmp.remove();
-    },
+    close: () => f.cleanup(),
   };
 }
