@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../cli/main.ts';
 import { openRegistry } from '../registry/index.ts';
-import { csrPem, generateKey, nodeCsr, openssl, opensslCsr } from './helpers/pki.ts';
+import { csrPem, generateKey, nodeCsr, openssl, opensslCsr, opensslVerify } from './helpers/pki.ts';
 
 class Capture extends Writable {
   text = '';
@@ -88,7 +88,7 @@ describe('fleet device issue, revoke and crl with openssl', () => {
     const cert = join(out, 'sensor-1.crt.pem');
     const root = join(dir, 'ca', 'root.crt.pem');
     const chain = join(dir, 'ca', 'device-ca.crt.pem');
-    const ok = await openssl(['verify', '-purpose', 'sslclient', '-CAfile', root, '-untrusted', chain, cert]);
+    const ok = await opensslVerify(cert, { purpose: 'sslclient', root, chain });
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toContain(': OK');
 
@@ -118,7 +118,7 @@ describe('fleet device issue, revoke and crl with openssl', () => {
       bundle,
       [await readFile(root, 'utf8'), await readFile(chain, 'utf8'), await readFile(crlFile, 'utf8')].join(''),
     );
-    const refused = await openssl(['verify', '-crl_check', '-CAfile', bundle, cert]);
+    const refused = await opensslVerify(cert, { crl: true, root: bundle });
     expect(refused.code).not.toBe(0);
     expect(refused.stdout + refused.stderr).toContain('certificate revoked');
     const text = await openssl(['crl', '-in', crlFile, '-noout', '-text']);

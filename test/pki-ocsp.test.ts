@@ -24,7 +24,16 @@ import {
 import { OID } from '../pki/oids.ts';
 import { certsFromPkcs7, certsOnly, fromBase64Body, toBase64Body } from '../pki/pkcs7.ts';
 import { certToPem, type IssuedCertificate } from '../pki/x509.ts';
-import { generateKey, makeTestCa, nodeCsr, openssl, type TestCa } from './helpers/pki.ts';
+import {
+  generateKey,
+  makeTestCa,
+  nodeCsr,
+  type OpensslResult,
+  openssl,
+  opensslOcspAgainstRequest,
+  opensslOcspStatus,
+  type TestCa,
+} from './helpers/pki.ts';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -245,20 +254,14 @@ describe('OCSP responses verified by openssl', () => {
       includeIssuerCertificate: opts.includeCert,
     });
     const path = await writeResponse(resp);
-    return openssl([
-      'ocsp',
-      ...(opts.text ? ['-resp_text'] : []),
-      '-respin',
-      path,
-      '-issuer',
-      t.files.deviceCa,
-      ...digest,
-      '-cert',
-      devPath,
-      '-CAfile',
-      t.files.root,
-      '-no_nonce',
-    ]);
+    return opensslOcspStatus({
+      text: opts.text,
+      response: path,
+      issuer: t.files.deviceCa,
+      sha256: opts.sha256,
+      certs: [devPath],
+      root: t.files.root,
+    });
   }
 
   it('answers good, and openssl verifies the signature', async () => {
@@ -323,75 +326,56 @@ describe('OCSP responses verified by openssl', () => {
     const { der: req, path: reqPath } = await opensslRequest(['-issuer', t.files.deviceCa, '-cert', devPath]);
     const parsed = parseOcspRequest(req);
     const path = await writeResponse(answer(parsed.certIds[0]!, 'good', parsed.nonce));
-    const r = await openssl([
-      'ocsp',
-      '-reqin',
-      reqPath,
-      '-respin',
-      path,
-      '-CAfile',
-      root(),
-      '-verify_other',
-      t.files.deviceCa,
-    ]);
+    const r = await opensslOcspAgainstRequest({
+      request: reqPath,
+      response: path,
+      root: root(),
+      verifyOther: t.files.deviceCa,
+    });
     expect(r.stderr.includes('Response verify OK')).toBe(ok);
   });
 
   it('a response signed by another CA for our certificate fails verification', async () => {
     const { der: req } = await opensslRequest(['-issuer', t.files.deviceCa, '-cert', devPath, '-no_nonce']);
     const path = await writeResponse(answer(parseOcspRequest(req).certIds[0]!, 'good', undefined, foreign));
-    const r = await openssl([
-      'ocsp',
-      '-respin',
-      path,
-      '-issuer',
-      t.files.deviceCa,
-      '-cert',
-      devPath,
-      '-CAfile',
-      t.files.root,
-      '-verify_other',
-      foreign.files.chain,
-      '-no_nonce',
-    ]);
+    const r = await opensslOcspStatus({
+      response: path,
+      issuer: t.files.deviceCa,
+      certs: [devPath],
+      root: t.files.root,
+      verifyOther: foreign.files.chain,
+    });
     expect(r.stderr).not.toContain('Response verify OK');
   });
 
-  it('echoes the nonce, and openssl checks it against its request', async () => {
+  it.each([
+    [
+      'echoes the nonce, and openssl checks it against its request',
+      (asked: Buffer | undefined) => asked,
+      (r: OpensslResult) => {
+        expect(r.stderr).toContain('Response verify OK');
+        expect(r.stderr).not.toContain('Nonce Verify error');
+      },
+    ],
+    [
+      'a different nonce is caught by openssl',
+      () => Buffer.alloc(16, 9),
+      (r: OpensslResult) => {
+        expect(r.stderr).toContain('Nonce Verify error');
+      },
+    ],
+  ])('%s', async (_name, nonceOf, expected) => {
     const { der: req, path: reqPath } = await opensslRequest(['-issuer', t.files.deviceCa, '-cert', devPath]);
     const parsed = parseOcspRequest(req);
-    const path = await writeResponse(answer(parsed.certIds[0]!, 'good', parsed.nonce));
-    const r = await openssl([
-      'ocsp',
-      '-reqin',
-      reqPath,
-      '-respin',
-      path,
-      '-CAfile',
-      t.files.root,
-      '-issuer',
-      t.files.deviceCa,
-    ]);
-    expect(r.stderr).toContain('Response verify OK');
-    expect(r.stderr).not.toContain('Nonce Verify error');
-  });
-
-  it('a different nonce is caught by openssl', async () => {
-    const { der: req, path: reqPath } = await opensslRequest(['-issuer', t.files.deviceCa, '-cert', devPath]);
-    const parsed = parseOcspRequest(req);
-    const path = await writeResponse(answer(parsed.certIds[0]!, 'good', Buffer.alloc(16, 9)));
-    const r = await openssl([
-      'ocsp',
-      '-reqin',
-      reqPath,
-      '-respin',
-      path,
-      '-CAfile',
-      t.files.root,
-      '-issuer',
-      t.files.deviceCa,
-    ]);
-    expect(r.stderr).toContain('Nonce Verify error');
+    const path = await writeResponse(answer(parsed.certIds[0]!, 'good', nonceOf(parsed.nonce)));
+    expected(
+      await opensslOcspAgainstRequest({
+        request: reqPath,
+        response: path,
+        root: t.files.root,
+        issuer: t.files.deviceCa,
+      }),
+    );
   });
 
   it('answers several certificates in one response', async () => {
@@ -414,20 +398,12 @@ describe('OCSP responses verified by openssl', () => {
       ],
     });
     const path = await writeResponse(resp);
-    const r = await openssl([
-      'ocsp',
-      '-respin',
-      path,
-      '-issuer',
-      t.files.deviceCa,
-      '-cert',
-      devPath,
-      '-cert',
-      dev2Path,
-      '-CAfile',
-      t.files.root,
-      '-no_nonce',
-    ]);
+    const r = await opensslOcspStatus({
+      response: path,
+      issuer: t.files.deviceCa,
+      certs: [devPath, dev2Path],
+      root: t.files.root,
+    });
     expect(r.stderr).toContain('Response verify OK');
     expect(r.stdout).toContain(`${devPath}: good`);
     expect(r.stdout).toContain(`${dev2Path}: revoked`);
@@ -450,18 +426,13 @@ describe('OCSP responses verified by openssl', () => {
       await openssl(['ocsp', '-issuer', p384.files.deviceCa, '-cert', cPath, '-reqout', reqPath]);
       const parsed = parseOcspRequest(await readFile(reqPath));
       const respPath = await p384.write('resp.der', answer(parsed.certIds[0]!, 'good', parsed.nonce, p384));
-      const r = await openssl([
-        'ocsp',
-        '-reqin',
-        reqPath,
-        '-respin',
-        respPath,
-        '-CAfile',
-        p384.files.root,
-        '-issuer',
-        p384.files.deviceCa,
-        '-resp_text',
-      ]);
+      const r = await opensslOcspAgainstRequest({
+        request: reqPath,
+        response: respPath,
+        root: p384.files.root,
+        issuer: p384.files.deviceCa,
+        text: true,
+      });
       expect(r.stderr).toContain('Response verify OK');
       expect(r.stdout).toContain('ecdsa-with-SHA384');
     } finally {
@@ -621,35 +592,20 @@ describe('answerOcspRequest (parse, pick the CA, look up, sign)', () => {
     expect(a.outcome).toBe('successful');
     expect(asked).toEqual([[dev.serial, dev2.serial, third.serial]]);
     const path = await writeResponse(a.der);
-    const withNonce = await openssl([
-      'ocsp',
-      '-reqin',
-      reqPath,
-      '-respin',
-      path,
-      '-CAfile',
-      t.files.root,
-      '-issuer',
-      t.files.deviceCa,
-    ]);
+    const withNonce = await opensslOcspAgainstRequest({
+      request: reqPath,
+      response: path,
+      root: t.files.root,
+      issuer: t.files.deviceCa,
+    });
     expect(withNonce.stderr).toContain('Response verify OK');
     expect(withNonce.stderr).not.toContain('Nonce Verify error');
-    const r = await openssl([
-      'ocsp',
-      '-respin',
-      path,
-      '-issuer',
-      t.files.deviceCa,
-      '-cert',
-      devPath,
-      '-cert',
-      dev2Path,
-      '-cert',
-      thirdPath,
-      '-CAfile',
-      t.files.root,
-      '-no_nonce',
-    ]);
+    const r = await opensslOcspStatus({
+      response: path,
+      issuer: t.files.deviceCa,
+      certs: [devPath, dev2Path, thirdPath],
+      root: t.files.root,
+    });
     expect(r.stdout).toContain(`${devPath}: good`);
     expect(r.stdout).toContain(`${dev2Path}: revoked`);
     expect(r.stdout).toContain('Reason: cessationOfOperation');

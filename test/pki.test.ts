@@ -25,7 +25,9 @@ import {
   type OpensslKeySpec,
   openssl,
   opensslCsr,
+  opensslVerify,
   type TestCa,
+  VERIFY,
 } from './helpers/pki.ts';
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -79,38 +81,26 @@ describe('a device certificate issued from an openssl CSR', () => {
     text = (await openssl(['x509', '-in', path, '-noout', '-text'])).stdout;
   });
 
-  it('passes openssl verify -purpose sslclient against the root with the chain', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslclient',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.stdout).toContain(': OK');
-    expect(r.code).toBe(0);
-  });
-
-  it('fails openssl verify -purpose sslserver (clientAuth only)', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslserver',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.code).not.toBe(0);
-  });
-
-  it('fails openssl verify without the intermediate (servers must send the chain)', async () => {
-    const r = await openssl(['verify', '-CAfile', t.files.root, path]);
-    expect(r.code).not.toBe(0);
+  it.each([
+    [
+      'passes openssl verify -purpose sslclient against the root with the chain',
+      { purpose: 'sslclient', withChain: true },
+      VERIFY.okAndExit0,
+    ],
+    [
+      'fails openssl verify -purpose sslserver (clientAuth only)',
+      { purpose: 'sslserver', withChain: true },
+      VERIFY.fails,
+    ],
+    [
+      'fails openssl verify without the intermediate (servers must send the chain)',
+      { withChain: false },
+      VERIFY.fails,
+    ],
+  ] as const)('%s', async (_name, o, expected) => {
+    expected(
+      await opensslVerify(path, { ...o, root: t.files.root, chain: o.withChain ? t.files.chain : undefined }),
+    );
   });
 
   it.each([
@@ -229,66 +219,21 @@ describe('a broker certificate', () => {
     path = await writeCert('broker.pem', c);
   });
 
-  it('passes openssl verify -purpose sslserver with the dialled name', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslserver',
-      '-verify_hostname',
-      'mqtt.example.com',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.stdout).toContain(': OK');
-  });
-
-  it('passes with the loopback IP', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslserver',
-      '-verify_ip',
-      '127.0.0.1',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.code).toBe(0);
-  });
-
-  it('fails for a name it does not carry', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslserver',
-      '-verify_hostname',
-      'evil.example.com',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.code).not.toBe(0);
-  });
-
-  it('fails -purpose sslclient (serverAuth only)', async () => {
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslclient',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      path,
-    ]);
-    expect(r.code).not.toBe(0);
+  it.each([
+    [
+      'passes openssl verify -purpose sslserver with the dialled name',
+      { purpose: 'sslserver', hostname: 'mqtt.example.com' },
+      VERIFY.ok,
+    ],
+    ['passes with the loopback IP', { purpose: 'sslserver', ip: '127.0.0.1' }, VERIFY.exit0],
+    [
+      'fails for a name it does not carry',
+      { purpose: 'sslserver', hostname: 'evil.example.com' },
+      VERIFY.fails,
+    ],
+    ['fails -purpose sslclient (serverAuth only)', { purpose: 'sslclient' }, VERIFY.fails],
+  ] as const)('%s', async (_name, o, expected) => {
+    expected(await opensslVerify(path, { ...o, root: t.files.root, chain: t.files.chain }));
   });
 
   it('is issued by the infrastructure CA, not the device CA', async () => {
@@ -330,34 +275,14 @@ describe('the CRL', () => {
   });
 
   it('makes openssl verify -crl_check fail with "certificate revoked"', async () => {
-    const r = await openssl([
-      'verify',
-      '-crl_check',
-      '-CRLfile',
-      crlPath,
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      devPath,
-    ]);
+    const r = await opensslVerify(devPath, { crl: crlPath, root: t.files.root, chain: t.files.chain });
     expect(r.code).not.toBe(0);
     expect(r.stdout + r.stderr).toContain('certificate revoked');
   });
 
   it('still lets a certificate that is not on it verify', async () => {
     const p = await writeCert('fine.pem', other);
-    const r = await openssl([
-      'verify',
-      '-crl_check',
-      '-CRLfile',
-      crlPath,
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      p,
-    ]);
+    const r = await opensslVerify(p, { crl: crlPath, root: t.files.root, chain: t.files.chain });
     expect(r.stdout).toContain(': OK');
   });
 
@@ -523,16 +448,7 @@ describe('CSR checks', () => {
         `compressed-${type}.pem`,
         t.ca.issue({ profile: 'device', id: 'dev-c', spki: checked.spki }),
       );
-      const r = await openssl([
-        'verify',
-        '-purpose',
-        'sslclient',
-        '-CAfile',
-        t.files.root,
-        '-untrusted',
-        t.files.chain,
-        p,
-      ]);
+      const r = await opensslVerify(p, { purpose: 'sslclient', root: t.files.root, chain: t.files.chain });
       expect(r.stdout).toContain(': OK');
     },
   );
@@ -592,16 +508,7 @@ describe('CSR checks', () => {
       const { csrPem: pem } = await opensslCsr(t.dir, '/CN=dev-x', key);
       const c = t.ca.issue({ profile: 'device', id: 'dev-x', spki: checkCsr(pem, 'dev-x').spki });
       const p = await writeCert('x.pem', c);
-      const r = await openssl([
-        'verify',
-        '-purpose',
-        'sslclient',
-        '-CAfile',
-        t.files.root,
-        '-untrusted',
-        t.files.chain,
-        p,
-      ]);
+      const r = await opensslVerify(p, { purpose: 'sslclient', root: t.files.root, chain: t.files.chain });
       expect(r.code).toBe(0);
     }
   });
@@ -799,16 +706,7 @@ describe('the key store and CA lifecycle', () => {
       spki: checkCsr(nodeCsr(generateKey('P-256'))).spki,
     });
     const p = await writeCert('reloaded.pem', c);
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslclient',
-      '-CAfile',
-      t.files.root,
-      '-untrusted',
-      t.files.chain,
-      p,
-    ]);
+    const r = await opensslVerify(p, { purpose: 'sslclient', root: t.files.root, chain: t.files.chain });
     expect(r.stdout).toContain(': OK');
   });
 
@@ -826,7 +724,7 @@ describe('the key store and CA lifecycle', () => {
     expect(r.stdout).toMatch(/CA:TRUE, pathlen:0/);
     expect(r.stdout).toMatch(/Certificate Sign, CRL Sign/);
     expect(r.stdout).toContain('O = Fleet Test');
-    const v = await openssl(['verify', '-CAfile', t.files.root, t.files.deviceCa, t.files.infrastructureCa]);
+    const v = await opensslVerify([t.files.deviceCa, t.files.infrastructureCa], { root: t.files.root });
     expect(v.code).toBe(0);
   });
 });
@@ -858,16 +756,11 @@ describe('a P-384 CA hierarchy', () => {
       spki: checkCsr(nodeCsr(generateKey(type), 'dev-384'), 'dev-384').spki,
     });
     const p = await p384.write(`dev-${type}.pem`, certToPem(c.der));
-    const r = await openssl([
-      'verify',
-      '-purpose',
-      'sslclient',
-      '-CAfile',
-      p384.files.root,
-      '-untrusted',
-      p384.files.chain,
-      p,
-    ]);
+    const r = await opensslVerify(p, {
+      purpose: 'sslclient',
+      root: p384.files.root,
+      chain: p384.files.chain,
+    });
     expect(r.stdout).toContain(': OK');
     expect(identityFromCertificate(c.der).id).toBe('dev-384');
   });
@@ -885,17 +778,7 @@ describe('a P-384 CA hierarchy', () => {
       entries: [{ serial: c.serial, revokedAt: new Date(), reason: 'superseded' }],
     });
     const crlPath = await p384.write('crl.pem', crl.pem);
-    const r = await openssl([
-      'verify',
-      '-crl_check',
-      '-CRLfile',
-      crlPath,
-      '-CAfile',
-      p384.files.root,
-      '-untrusted',
-      p384.files.chain,
-      p,
-    ]);
+    const r = await opensslVerify(p, { crl: crlPath, root: p384.files.root, chain: p384.files.chain });
     expect(r.stdout + r.stderr).toContain('certificate revoked');
   });
 

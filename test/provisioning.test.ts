@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as der from '../pki/der.ts';
-import { openssl, opensslCsr } from './helpers/pki.ts';
+import { openssl, opensslCsr, opensslOcspAgainstRequest, opensslVerify } from './helpers/pki.ts';
 import {
   backends,
   createStation,
@@ -62,16 +62,11 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       expect(r.json.serial).toMatch(/^[0-9a-f]{32}$/);
       expect(r.json.root).toBe(h.ca.ca.rootPem);
       const dev = await deviceCreds(h, r.json, keyPem);
-      const ok = await openssl([
-        'verify',
-        '-purpose',
-        'sslclient',
-        '-CAfile',
-        h.ca.files.root,
-        '-untrusted',
-        h.ca.files.deviceCa,
-        dev.certPath,
-      ]);
+      const ok = await opensslVerify(dev.certPath, {
+        purpose: 'sslclient',
+        root: h.ca.files.root,
+        chain: h.ca.files.deviceCa,
+      });
       expect(ok.code, ok.stderr).toBe(0);
       const d = await h.registry.getDevice(id);
       expect(d).toMatchObject({
@@ -882,18 +877,13 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       expect(get.statusCode).toBe(200);
       expect(get.headers['content-type']).toBe('application/ocsp-response');
       const respPath = await writeTemp(h, `${id}.ocspresp`, Buffer.from(await get.body.arrayBuffer()));
-      const v = await openssl([
-        'ocsp',
-        '-reqin',
-        reqPath,
-        '-respin',
-        respPath,
-        '-CAfile',
-        h.ca.files.root,
-        '-verify_other',
-        h.ca.files.deviceCa,
-        '-resp_text',
-      ]);
+      const v = await opensslOcspAgainstRequest({
+        request: reqPath,
+        response: respPath,
+        root: h.ca.files.root,
+        verifyOther: h.ca.files.deviceCa,
+        text: true,
+      });
       expect(v.stderr).toContain('Response verify OK');
       expect(v.stdout).toContain('Cert Status: good');
       expect(v.stdout).toContain('OCSP Nonce');

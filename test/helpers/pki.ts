@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { expect } from 'vitest';
 import { type CaConfig, type CertificateAuthority, createCa, DEFAULT_CA_CONFIG } from '../../pki/ca.ts';
 import { buildCsr, csrToPem } from '../../pki/csr-build.ts';
 import * as der from '../../pki/der.ts';
@@ -45,6 +46,102 @@ export async function openssl(
     };
   }
 }
+
+/** What `openssl verify` is asked to do; the argument list is built in one place from it. */
+export interface VerifyOptions {
+  /** Trusted roots (-CAfile). */
+  readonly root: string;
+  /** Untrusted intermediates (-untrusted). */
+  readonly chain?: string | undefined;
+  readonly purpose?: 'sslclient' | 'sslserver' | undefined;
+  readonly hostname?: string | undefined;
+  readonly ip?: string | undefined;
+  /** -crl_check, with the CRL in this file (-CRLfile), or (true) in the -CAfile bundle. */
+  readonly crl?: string | true | undefined;
+}
+
+/** `openssl verify` of one or more certificate files. */
+export function opensslVerify(certs: string | readonly string[], o: VerifyOptions): Promise<OpensslResult> {
+  return openssl([
+    'verify',
+    ...(o.purpose ? ['-purpose', o.purpose] : []),
+    ...(o.hostname ? ['-verify_hostname', o.hostname] : []),
+    ...(o.ip ? ['-verify_ip', o.ip] : []),
+    ...(o.crl ? ['-crl_check', ...(o.crl === true ? [] : ['-CRLfile', o.crl])] : []),
+    '-CAfile',
+    o.root,
+    ...(o.chain ? ['-untrusted', o.chain] : []),
+    ...(typeof certs === 'string' ? [certs] : certs),
+  ]);
+}
+
+/** `openssl ocsp` checking a response (-respin) against the request it answers (-reqin), nonce included. */
+export function opensslOcspAgainstRequest(o: {
+  readonly request: string;
+  readonly response: string;
+  readonly root: string;
+  readonly verifyOther?: string | undefined;
+  readonly issuer?: string | undefined;
+  readonly text?: boolean | undefined;
+}): Promise<OpensslResult> {
+  return openssl([
+    'ocsp',
+    '-reqin',
+    o.request,
+    '-respin',
+    o.response,
+    '-CAfile',
+    o.root,
+    ...(o.verifyOther ? ['-verify_other', o.verifyOther] : []),
+    ...(o.issuer ? ['-issuer', o.issuer] : []),
+    ...(o.text ? ['-resp_text'] : []),
+  ]);
+}
+
+/** `openssl ocsp` reading the status of `certs` from a response, with no nonce to check. */
+export function opensslOcspStatus(o: {
+  readonly response: string;
+  readonly issuer: string;
+  readonly certs: readonly string[];
+  readonly root: string;
+  readonly verifyOther?: string | undefined;
+  readonly sha256?: boolean | undefined;
+  readonly text?: boolean | undefined;
+}): Promise<OpensslResult> {
+  return openssl([
+    'ocsp',
+    ...(o.text ? ['-resp_text'] : []),
+    '-respin',
+    o.response,
+    '-issuer',
+    o.issuer,
+    ...(o.sha256 ? ['-sha256'] : []),
+    ...o.certs.flatMap((c) => ['-cert', c]),
+    '-CAfile',
+    o.root,
+    ...(o.verifyOther ? ['-verify_other', o.verifyOther] : []),
+    '-no_nonce',
+  ]);
+}
+
+/** What a test expects of an `openssl verify` run (the column of verify tables). */
+export const VERIFY = {
+  /** Prints `<file>: OK` and exits 0. */
+  okAndExit0: (r: OpensslResult) => {
+    expect(r.stdout).toContain(': OK');
+    expect(r.code).toBe(0);
+  },
+  /** Prints `<file>: OK`. */
+  ok: (r: OpensslResult) => {
+    expect(r.stdout).toContain(': OK');
+  },
+  exit0: (r: OpensslResult) => {
+    expect(r.code).toBe(0);
+  },
+  fails: (r: OpensslResult) => {
+    expect(r.code).not.toBe(0);
+  },
+} as const;
 
 export interface TestCa {
   readonly dir: string;
