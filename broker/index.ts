@@ -6,7 +6,8 @@
  *   authenticate.ts     CONNECT: identity, client id, revoked set, registry status, session (sessions.ts)
  *   authorize.ts        publish, subscribe and delivery by the session's policy
  *   live-revocation.ts  the revoked set, its change feed and resync, closing live sessions
- *   aedes/              aedes itself, and every patch of its (and mqtt-packet's) internals
+ *   aedes/              aedes itself, and every read or patch of a library's private fields (aedes',
+ *                       mqtt-packet's, Node's TLSSocket._parent)
  *
  * aedes' defaults let everyone in, so every hook is replaced and fails closed: a hook that throws, or a
  * client without an authenticated session, is refused.
