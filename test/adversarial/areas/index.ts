@@ -1,0 +1,8 @@
+/**
+ * Every area of the adversarial suite, in the order the table prints them. An area is a module under
+ * areas/ exporting an AdversarialArea; add it here and it runs in both forms.
+ */
+import type { AdversarialArea } from '../harness.ts';
+import { mtlsRefusal } from './mtls-refusal.ts';
+
+export const AREAS: readonly AdversarialArea[] = [mtlsRefusal];
