@@ -1,14 +1,26 @@
 #!/usr/bin/env node
-// The `fleet` command: runs cli/main.ts under tsx (no build step).
-import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// The `fleet` command. It runs the compiled CLI (dist/, built by `npm ci` / `npm install` through the
+// `prepare` script, or `npm run build`) in this very process: no wrapper process, so SIGINT and SIGTERM
+// reach `fleet up` itself and it stops cleanly. When a source file is newer than the build (a `git pull`,
+// an edit), it rebuilds first and says so on stderr; when it cannot build, it says why and runs the
+// sources under tsx, slower but never stale.
+import { build, staleReason } from '../cli/build.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const require = createRequire(import.meta.url);
-const tsx = join(dirname(require.resolve('tsx/package.json')), 'dist', 'cli.mjs');
-const r = spawnSync(process.execPath, [tsx, join(root, 'cli', 'main.ts'), ...process.argv.slice(2)], {
-  stdio: 'inherit',
-});
-process.exitCode = r.status ?? 1;
+const stale = await staleReason();
+let entry = '../dist/main.js';
+if (stale) {
+  try {
+    const r = await build({ quiet: true, clean: false });
+    process.stderr.write(`fleet: ${stale}; rebuilt dist/ in ${r.ms} ms\n`);
+  } catch (e) {
+    process.stderr.write(
+      `fleet: ${stale} and the rebuild failed (${String(e?.message ?? e).split('\n')[0]}); ` +
+        'running the TypeScript sources under tsx (slow start; `npm run build` shows the error)\n',
+    );
+    const { register } = await import('tsx/esm/api');
+    register();
+    entry = '../cli/main.ts';
+  }
+}
+const { runCli } = await import(entry);
+process.exitCode = await runCli(process.argv.slice(2));

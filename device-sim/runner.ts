@@ -71,12 +71,23 @@ function inProcessShard(onMessage: (m: FromWorker) => void): Shard {
   };
 }
 
+declare global {
+  interface ImportMeta {
+    /** True in the compiled CLI (cli/build.mjs defines it), undefined when run from source under tsx. */
+    readonly fleetCompiled?: boolean;
+  }
+}
+
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+// The compiled CLI forks the compiled worker (plain node, fast start); from source, the worker under tsx.
+const WORKER = import.meta.fleetCompiled
+  ? { file: join(REPO_ROOT, 'dist', 'worker-main.js'), execArgv: [] }
+  : { file: join(REPO_ROOT, 'device-sim', 'worker-main.ts'), execArgv: ['--import', 'tsx'] };
 
 function processShard(onMessage: (m: FromWorker) => void, onExit: (code: number | null) => void): Shard {
-  const child: ChildProcess = fork(join(REPO_ROOT, 'device-sim', 'worker-main.ts'), [], {
+  const child: ChildProcess = fork(WORKER.file, [], {
     cwd: REPO_ROOT,
-    execArgv: ['--import', 'tsx'],
+    execArgv: WORKER.execArgv,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'advanced',
   });
