@@ -98,7 +98,7 @@ export interface BrokerNode {
  * FLEET_TLS_TICKET_KEYS_FILE, or from data/secrets/ (generated once), so tickets survive a restart.
  */
 export async function startBrokerNode(c: FleetConfig, deps: BrokerNodeDeps): Promise<BrokerNode> {
-  const log = deps.logger.child({ part: 'broker' });
+  const log = deps.logger.child({ service: 'broker' });
   const ticketFile = c.tlsTicketKeysFile ?? ticketKeysPath(c.dataDir);
   const tickets = c.tlsTicketKeysFile
     ? { keys: await readTicketKeys(ticketFile), created: false }
@@ -112,9 +112,12 @@ export async function startBrokerNode(c: FleetConfig, deps: BrokerNodeDeps): Pro
   const nodeId = c.brokerNodeId ?? DEFAULT_BROKER_CONFIG.nodeId;
   const cluster = c.redisUrl ? await redisCluster({ url: c.redisUrl, nodeId, logger: log }) : undefined;
   const config = brokerConfig({
+    // One rule for every listener (config/load.ts): FLEET_LISTEN_HOST, default loopback.
+    host: c.listenHost,
     port: c.mqttPort,
     nodeId,
-    metrics: { port: c.metricsPort },
+    metrics: { port: c.metricsPort, host: c.listenHost },
+    policyFile: c.policyFile,
     tls: {
       ticketKeys: tickets.keys,
       serverNames: c.brokerServerNames,

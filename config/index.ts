@@ -8,4 +8,5 @@ export { type ConsoleConfig, consoleConfig, loadConsoleConfig } from './console.
 export { ConfigError } from './errors.ts';
 export { caPassphrase, keyStoreFor, type PassphraseResult } from './keystore.ts';
 export { type ConfigFlags, type FleetConfig, loadConfig } from './load.ts';
+export { createLogger, prettyLine } from './log.ts';
 export { LOCAL_OPERATOR, paths, ticketKeysPath } from './paths.ts';

@@ -19,7 +19,13 @@ export interface FleetConfig {
   readonly caAlgorithm: KeyAlgorithm;
   readonly publicBaseUrl: string;
   readonly deviceValidityDays: number;
+  /** The name clients dial (FLEET_HOST, default localhost): in URLs, certificates and the banner. */
   readonly host: string;
+  /**
+   * Where every listener binds (API, public HTTP, MQTT, metrics): FLEET_LISTEN_HOST, else FLEET_HOST, else
+   * `localhost`, i.e. loopback only. `0.0.0.0` or `::` accepts other machines (containers, production).
+   */
+  readonly listenHost: string;
   readonly apiPort: number;
   readonly publicPort: number;
   readonly mqttPort: number;
@@ -28,6 +34,13 @@ export interface FleetConfig {
   /** The provisioning API the CLI's operator commands use; undefined = the local one (FLEET_HOST:FLEET_API_PORT). */
   readonly apiUrl: string | undefined;
   readonly logLevel: string;
+  /**
+   * Log lines (stderr): `json` for machines, `pretty` for a person at a terminal (short lines, the banner's
+   * start-up events left out). FLEET_LOG_FORMAT; default pretty when stderr is a terminal, else json.
+   */
+  readonly logFormat: 'json' | 'pretty';
+  /** The broker's MQTT topic policy (FLEET_POLICY_FILE; default broker/default-policy.yaml). */
+  readonly policyFile: string | undefined;
   readonly json: boolean;
   /** This broker node's id in presence, logs and the Redis bus (FLEET_BROKER_NODE_ID; default: the host name). */
   readonly brokerNodeId: string | undefined;
@@ -82,7 +95,11 @@ const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export interface ConfigFlags {
   data?: string;
   json?: boolean;
+  /** Whether stderr is a terminal (the default log format follows it). */
+  tty?: boolean;
 }
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export function loadConfig(env: Record<string, string | undefined>, flags: ConfigFlags = {}): FleetConfig {
   const alg = env.FLEET_CA_ALGORITHM ?? 'P-256';
@@ -125,6 +142,25 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
         },
       );
   }
+  const listenHost = env.FLEET_LISTEN_HOST || env.FLEET_HOST || 'localhost';
+  if (!/^[A-Za-z0-9.:-]{1,253}$/.test(listenHost))
+    throw new ConfigError(
+      `FLEET_LISTEN_HOST must be a host name or an IP address (0.0.0.0 or :: for every interface), got ${JSON.stringify(listenHost)}`,
+      { name: 'FLEET_LISTEN_HOST' },
+    );
+  const logFormat = env.FLEET_LOG_FORMAT || (flags.tty ? 'pretty' : 'json');
+  if (logFormat !== 'json' && logFormat !== 'pretty')
+    throw new ConfigError(`FLEET_LOG_FORMAT must be json or pretty, got ${JSON.stringify(logFormat)}`, {
+      name: 'FLEET_LOG_FORMAT',
+    });
+  const logLevel = env.FLEET_LOG_LEVEL || 'info';
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError(
+      `FLEET_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
+      {
+        name: 'FLEET_LOG_LEVEL',
+      },
+    );
   const apiUrl = env.FLEET_API_URL || undefined;
   if (apiUrl && !/^https:\/\/[^\s/]+(:\d+)?\/?$/.test(apiUrl)) {
     throw new ConfigError('FLEET_API_URL must be an https:// URL (scheme, host and optional port)');
@@ -140,13 +176,16 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     publicBaseUrl,
     deviceValidityDays: positiveInt(env, 'FLEET_DEVICE_VALIDITY_DAYS', 20 * 365 + 5),
     host,
+    listenHost,
     apiPort: port(env, 'FLEET_API_PORT', 8443),
     publicPort,
     mqttPort,
     metricsPort: port(env, 'FLEET_METRICS_PORT', 9464),
     brokerUrl: env.FLEET_BROKER_URL || `mqtts://${host}:${mqttPort}`,
     apiUrl,
-    logLevel: env.FLEET_LOG_LEVEL || 'info',
+    logLevel,
+    logFormat,
+    policyFile: env.FLEET_POLICY_FILE ? resolve(env.FLEET_POLICY_FILE) : undefined,
     json: flags.json ?? false,
     brokerNodeId,
     tlsTicketKeysFile: env.FLEET_TLS_TICKET_KEYS_FILE ? resolve(env.FLEET_TLS_TICKET_KEYS_FILE) : undefined,

@@ -8,8 +8,15 @@
  */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import pino, { type Logger } from 'pino';
-import { caConfigFrom, type FleetConfig, keyStoreFor, loadConfig, paths } from '../config/index.ts';
+import type { Logger } from 'pino';
+import {
+  caConfigFrom,
+  createLogger,
+  type FleetConfig,
+  keyStoreFor,
+  loadConfig,
+  paths,
+} from '../config/index.ts';
 import { loadCa } from '../pki/ca.ts';
 import { openRegistry } from '../registry/index.ts';
 import { buildProvisioning, type Provisioning, type ProvisioningDeps } from './index.ts';
@@ -65,7 +72,7 @@ export async function startProvisioningService(
 /** The service on its own: opens the CA (never creating one) and the registry, and listens. */
 export async function startProvisioning(
   config: FleetConfig & { readonly listenHost?: string },
-  logger: Logger = pino({ level: config.logLevel, base: { service: 'provisioning' } }),
+  logger: Logger = createLogger(config, { service: 'provisioning' }),
 ): Promise<RunningProvisioning> {
   const { keys } = await keyStoreFor(config);
   const ca = await loadCa(paths(config.dataDir).ca, keys, caConfigFrom(config));
@@ -102,10 +109,17 @@ export async function runProvisioning(config: FleetConfig): Promise<number> {
         : '') +
       '\n',
   );
+  // Listeners that stay while stopping: a second signal (npm and the terminal both pass Ctrl-C on) must
+  // not hit Node's default action half-way through the stop and leave the registry lock behind.
+  let stopping = false;
   await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    const on = (sig: string) => () => {
+      if (stopping) process.stderr.write(`fleet provisioning: ${sig} while stopping: already stopping\n`);
+      stopping = true;
+      resolve();
+    };
+    process.on('SIGINT', on('SIGINT'));
+    process.on('SIGTERM', on('SIGTERM'));
   });
   // A stop that hangs (a stuck client, an unreachable database) must not keep the process alive.
   setTimeout(() => {
@@ -117,7 +131,7 @@ export async function runProvisioning(config: FleetConfig): Promise<number> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runProvisioning(loadConfig(process.env)).then(
+  runProvisioning(loadConfig(process.env, { tty: process.stderr.isTTY })).then(
     (code) => {
       process.exitCode = code;
     },

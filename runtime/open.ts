@@ -2,8 +2,8 @@
  * What one Fleet process opens from its data directory: the CA (behind the key store the configuration
  * chooses) and the registry, shared by the services it runs.
  */
-import pino, { type Logger } from 'pino';
-import { caConfigFrom, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
+import type { Logger } from 'pino';
+import { caConfigFrom, createLogger, type FleetConfig, keyStoreFor, paths } from '../config/index.ts';
 import { type CertificateAuthority, openCa } from '../pki/ca.ts';
 import { openRegistry, type Registry } from '../registry/index.ts';
 
@@ -32,8 +32,8 @@ export async function withRegistry<T>(config: FleetConfig, fn: (r: Registry) => 
 
 export async function openRuntime(config: FleetConfig): Promise<Runtime> {
   const ca = await openLocalCa(config);
-  // Logs go to stderr so the banner on stdout stays readable; they are JSON lines for machines.
-  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  // Logs go to stderr so the banner on stdout stays readable: JSON lines, or pretty on a terminal.
+  const logger = createLogger(config);
   const registry = await openRegistry({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   return { config, ca, registry, logger };
 }
