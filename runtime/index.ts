@@ -4,8 +4,11 @@
  * credential through provisioning's Issuance, and composes both services in one process) and below the
  * CLI, the tests and the benchmarks, which import it.
  */
+
+export { RUNTIME_ERROR_CODES, RuntimeError } from './errors.ts';
 export { type InitResult, initDataDir } from './init.ts';
 export { openLocalCa, openRuntime, type Runtime, withRegistry } from './open.ts';
+export { assertPortsFree, portsOf } from './ports.ts';
 export {
   type RunningServices,
   type Service,

@@ -8,6 +8,9 @@ import type { FleetConfig } from '../config/index.ts';
 import { startProvisioningService } from '../provisioning/main.ts';
 import { type InitResult, initDataDir } from './init.ts';
 import { openRuntime, type Runtime } from './open.ts';
+import { asListenFailure, assertPortsFree, type ServiceName } from './ports.ts';
+
+export type { ServiceName } from './ports.ts';
 
 export interface Service {
   name: string;
@@ -15,8 +18,6 @@ export interface Service {
   describe(): string[];
   stop(): Promise<void>;
 }
-
-export type ServiceName = 'broker' | 'provisioning';
 
 export interface RunningServices {
   /** What the data directory's bootstrap found or created. */
@@ -28,8 +29,12 @@ export interface RunningServices {
   stop(): Promise<void>;
 }
 
-/** Initialises the data directory if needed, opens it, and starts `which` on it (provisioning first). */
+/**
+ * Checks every port is free (before anything is created), initialises the data directory if needed, opens
+ * it, and starts `which` on it (provisioning first).
+ */
 export async function startServices(config: FleetConfig, which: ServiceName[]): Promise<RunningServices> {
+  await assertPortsFree(config, which);
   const init = await initDataDir(config);
   const rt = await openRuntime(config);
   const services: Service[] = [];
@@ -44,13 +49,14 @@ export async function startServices(config: FleetConfig, which: ServiceName[]): 
         await startProvisioningService(config, {
           ca: rt.ca,
           registry: rt.registry,
-          logger: rt.logger.child({ part: 'provisioning' }),
+          // `service`, not `part`: provisioning's own parts (crl, ocsp) add `part` below it.
+          logger: rt.logger.child({ service: 'provisioning' }),
         }),
       );
     if (which.includes('broker')) services.push(await startBrokerNode(config, rt));
   } catch (e) {
     await stop();
-    throw e;
+    throw asListenFailure(e, config, which);
   }
   return { init, runtime: rt, services, stop };
 }
