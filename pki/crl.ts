@@ -1,4 +1,5 @@
 /** Certificate revocation lists (RFC 5280 §5), v2, with CRL number and reason codes. */
+import { verify as verifySignature, type X509Certificate } from 'node:crypto';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { OID } from './oids.ts';
@@ -107,4 +108,77 @@ export function buildCrl(o: CrlOptions): BuiltCrl {
   const crl = der.seq(tbs, sigAlg, der.bitString(o.issuer.signer.sign(tbs)));
   // OpenSSL and @peculiar/x509 read `X509 CRL`; plain `CRL` is not understood by everything.
   return { der: crl, pem: der.toPem(crl, 'X509 CRL'), crlNumber, thisUpdate, nextUpdate };
+}
+
+/** What a CRL says about itself (`readCrl`). */
+export interface CrlInfo {
+  crlNumber: bigint | undefined;
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  /** How many certificates it lists. */
+  entries: number;
+}
+
+const SIG_HASH: Readonly<Record<string, string | null>> = {
+  [OID.ecdsaWithSHA256]: 'sha256',
+  [OID.ecdsaWithSHA384]: 'sha384',
+  [OID.ecdsaWithSHA512]: 'sha512',
+  [OID.sha256WithRSAEncryption]: 'sha256',
+  [OID.ed25519]: null,
+};
+
+function readTime(buf: Buffer, n: der.Node): Date {
+  const s = der.contents(buf, n).toString('latin1');
+  // RFC 5280 §4.1.2.5: UTCTime YYMMDDHHMMSSZ (years 1950-2049), GeneralizedTime YYYYMMDDHHMMSSZ.
+  const m =
+    n.tag === der.TAG.UTC_TIME
+      ? /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s)
+      : /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
+  if (!m) throw new PkiError('CRL_INVALID', 'the CRL has a malformed time');
+  let year = Number(m[1]);
+  if (n.tag === der.TAG.UTC_TIME) year += year < 50 ? 2000 : 1900;
+  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+}
+
+/**
+ * Reads a DER CRL (RFC 5280 §5.1) after checking that `issuer` signed it: a CRL fetched from a URL is
+ * trusted for its signature, not for where it came from. CRL_INVALID when it is not a CRL or the signature
+ * does not verify.
+ */
+export function readCrl(crl: Buffer, issuer: X509Certificate): CrlInfo {
+  try {
+    const [tbsNode, algNode, sigNode] = der.children(crl, der.expect(der.read(crl), der.TAG.SEQUENCE, 'CRL'));
+    const tbs = der.expect(tbsNode, der.TAG.SEQUENCE, 'tbsCertList');
+    const algOid = der.decodeOid(
+      der.contents(crl, der.children(crl, der.expect(algNode, der.TAG.SEQUENCE, 'algorithm'))[0]!),
+    );
+    const sigBits = der.contents(crl, der.expect(sigNode, der.TAG.BIT_STRING, 'signature'));
+    if (!Object.hasOwn(SIG_HASH, algOid))
+      throw new PkiError('CRL_INVALID', `the CRL is signed with ${algOid}, not supported`);
+    const ok = verifySignature(SIG_HASH[algOid]!, der.whole(crl, tbs), issuer.publicKey, sigBits.subarray(1));
+    if (!ok) throw new PkiError('CRL_INVALID', 'the CRL signature does not verify with the issuing CA');
+    const parts = der.children(crl, tbs);
+    let i = parts[0]?.tag === der.TAG.INTEGER ? 1 : 0; // version (v2) is optional
+    i += 2; // signature algorithm, issuer
+    const thisUpdate = readTime(crl, parts[i++]!);
+    let nextUpdate: Date | undefined;
+    if (parts[i] && (parts[i]!.tag === der.TAG.UTC_TIME || parts[i]!.tag === der.TAG.GENERALIZED_TIME))
+      nextUpdate = readTime(crl, parts[i++]!);
+    let entries = 0;
+    if (parts[i]?.tag === der.TAG.SEQUENCE) entries = der.children(crl, parts[i++]!).length;
+    let crlNumber: bigint | undefined;
+    const extsWrap = parts[i];
+    if (extsWrap && extsWrap.tag === 0xa0) {
+      for (const e of der.children(crl, der.children(crl, extsWrap)[0]!)) {
+        const f = der.children(crl, e);
+        if (der.decodeOid(der.contents(crl, f[0]!)) !== OID.cRLNumber) continue;
+        const octets = der.contents(crl, f[f.length - 1]!);
+        crlNumber = BigInt(`0x${der.contents(octets, der.read(octets)).toString('hex') || '0'}`);
+      }
+    }
+    return { crlNumber, thisUpdate, nextUpdate, entries };
+  } catch (e) {
+    if (e instanceof PkiError) throw e;
+    throw new PkiError('CRL_INVALID', 'this is not a DER CRL', { cause: e });
+  }
 }

@@ -270,9 +270,13 @@ export function checkCsr(input: Buffer | string, expectedId?: string): CheckedCs
   }
   const commonName = nameCommonName(subject);
   if (commonName !== undefined && expectedId !== undefined && commonName !== expectedId) {
-    throw new PkiError('CSR_SUBJECT_MISMATCH', 'the CSR subject CN disagrees with the requested id', {
-      details: { expected: expectedId },
-    });
+    // Both values in the message: the requester sent both, and seeing them side by side is the fix.
+    throw new PkiError(
+      'CSR_SUBJECT_MISMATCH',
+      `the CSR's subject CN ${JSON.stringify(commonName)} is not the requested id ${JSON.stringify(expectedId)}; ` +
+        'make the CSR with CN=<id>, or leave the CN out',
+      { details: { expected: expectedId, commonName } },
+    );
   }
   return Object.freeze({
     spki: Buffer.from(spki),
