@@ -13,10 +13,9 @@
  *     a remote deployment was meant would be worse than failing.
  * `--local` forces the in-process service; `--remote` forbids it.
  */
-import pino from 'pino';
-import { type FleetConfig, paths } from '../config/index.ts';
+import type { FleetConfig } from '../config/load.ts';
+import { paths } from '../config/paths.ts';
 import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
-import { startProvisioning } from '../provisioning/main.ts';
 import type { Values } from './args.ts';
 import type { CommandContext } from './command.ts';
 
@@ -58,10 +57,15 @@ export async function withApi<T>(
   ctx.err.write(
     `fleet: the provisioning service is not running at ${url}; running it in-process for this command\n`,
   );
+  // Loaded only here: an operator command against a running service never loads the service's code.
+  const [{ startProvisioning }, { createLogger }] = await Promise.all([
+    import('../provisioning/main.ts'),
+    import('../config/log.ts'),
+  ]);
   const running = await startProvisioning(
     // No console for a one-call service: nothing would sign in to it.
     { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1', console: undefined },
-    pino({ level: 'warn', base: { service: 'provisioning' } }, pino.destination(2)),
+    createLogger({ ...ctx.config, logLevel: 'warn' }, { service: 'provisioning' }),
   );
   const api = await ProvisioningClient.fromFiles(`https://127.0.0.1:${running.ports.apiPort}`, files);
   try {

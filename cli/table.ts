@@ -10,62 +10,75 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Record<string, CommandEntry> = {
+  up: {
+    summary: 'run the whole system: provisioning and the broker (what `npm start` runs)',
+    load: () => import('./commands/up.ts'),
+  },
   init: {
     summary: 'create the CA hierarchy, the registry and the local operator credential (idempotent)',
     load: () => import('./commands/init.ts'),
   },
   device: {
-    summary: 'device issue|list|show|revoke|suspend|reinstate|reset',
+    summary: 'devices: issue|list|show|revoke|suspend|reinstate|reset',
     load: () => import('./commands/device.ts'),
   },
+  station: {
+    summary: 'factory stations: create|issue|scope|list|show|revoke|suspend|reinstate',
+    load: () => import('./commands/station.ts'),
+  },
+  service: {
+    summary: 'backend services (MQTT clients): create|issue|list|show|revoke|suspend|reinstate',
+    load: () => import('./commands/service.ts'),
+  },
+  operator: {
+    summary: 'operators (API clients): create|issue|list|show|revoke|suspend|reinstate',
+    load: () => import('./commands/operator.ts'),
+  },
+  console: {
+    summary: 'a one-time sign-in link to the browser console; its sessions (sessions, revoke-sessions)',
+    load: () => import('./commands/console.ts'),
+  },
+  audit: {
+    summary: 'the audit log: who did what, refused or not',
+    load: () => import('./commands/audit.ts'),
+  },
+  expiring: {
+    summary: 'active certificates that expire soon (exit 3 when any: alert on it)',
+    load: () => import('./commands/expiring.ts'),
+  },
   crl: {
-    summary: 'crl [--ca device|infrastructure] [--out FILE(.pem|.der|.crl)]: the current CRL',
+    summary: 'the current CRL of the device or infrastructure CA',
     load: () => import('./commands/crl.ts'),
   },
-  up: {
-    summary: 'run the whole system (what `npm start` runs)',
-    load: () => import('./commands/up.ts'),
+  sim: {
+    summary: 'the device simulator: load test a broker with real certificates',
+    load: () => import('./commands/sim.ts'),
   },
   broker: {
     summary: 'run the MQTT broker alone',
     load: () => import('./commands/broker.ts'),
   },
-  sim: { summary: 'simulated devices load test', load: () => import('./commands/sim.ts') },
   provisioning: {
-    summary:
-      'provisioning: run the provisioning service (mTLS API on FLEET_API_PORT, CRL/OCSP on FLEET_PUBLIC_PORT)',
+    summary: 'run the provisioning service alone (API, EST, CRL and OCSP)',
     load: () => import('./commands/provisioning.ts'),
-  },
-  station: {
-    summary:
-      'station create|issue|scope|list|show|revoke|suspend|reinstate (revoke --cascade-from T: its devices too)',
-    load: () => import('./commands/station.ts'),
-  },
-  service: {
-    summary: 'service create|issue|list|show|revoke|suspend|reinstate',
-    load: () => import('./commands/service.ts'),
-  },
-  operator: {
-    summary: 'operator create|issue|list|show|revoke|suspend|reinstate',
-    load: () => import('./commands/operator.ts'),
-  },
-  audit: {
-    summary:
-      'audit [--actor K:ID] [--subject K:ID] [--action A] [--from T] [--to T] [--limit N]: the audit log',
-    load: () => import('./commands/audit.ts'),
-  },
-  console: {
-    summary:
-      'console [sessions | revoke-sessions [--operator ID]]: a one-time sign-in link for the browser console',
-    load: () => import('./commands/console.ts'),
-  },
-  expiring: {
-    summary: 'expiring [--days 30] [--limit N]: active certificates that expire soon (exit 3 when any)',
-    load: () => import('./commands/expiring.ts'),
   },
 };
 
 export function usage(): string {
   const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
-  return `usage: fleet <command> [--data DIR] [--json]\n\ncommands:\n${lines.join('\n')}\n`;
+  return [
+    'usage: fleet <command> [arguments] [flags]',
+    '',
+    'commands',
+    ...lines,
+    '',
+    'every command takes',
+    '  --data DIR     the data directory (default ./data, or FLEET_DATA_DIR)',
+    '  --json         answer in JSON on stdout (errors too)',
+    '  -h, --help     its help: every flag, with an example (`fleet device issue --help`)',
+    '',
+    'exit codes: 0 ok, 1 refused (a typed error code on stderr), 2 bad command line, 3 `expiring` found some,',
+    '70 internal error',
+    '',
+  ].join('\n');
 }

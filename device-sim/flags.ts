@@ -89,13 +89,22 @@ scenario (or --scenario FILE, a JSON scenario; the flags below then may not be u
   --no-observer             no latency subscriber
 
 output
+  --json                    the report as JSON on stdout (with the files written)
+  --data DIR                the data directory (default ./data, or FLEET_DATA_DIR)
   --out DIR                 reports (summary.txt, report.json, report.html; default bench-results/sim-<time>)
   --broker-metrics URL|off  the broker's Prometheus endpoint on loopback, read around each phase (its admission
                             refusals and handshakes; default the local broker's when --target is not given)
   --quiet                   no live progress line
+  -h, --help                this help
+
+examples
+  fleet sim --devices 500 --telemetry 30 --storm both --revoke 10     (while \`fleet up\` runs)
+  fleet sim --devices 2000 --connect-rate 200 --storm resumed --jitter exp:500 --out bench-results/storm
+  fleet sim --scenario scenario.json --target mqtt.example.com:8883 --enroll none --identities ids/
 `;
 
-const STRING_FLAGS = [
+/** Every flag taking a value, and every flag taking none (the CLI checks a command line against these first). */
+export const STRING_FLAGS = [
   'scenario',
   'target',
   'servername',
@@ -135,7 +144,7 @@ const STRING_FLAGS = [
   'broker-metrics',
   'data',
 ] as const;
-const BOOLEAN_FLAGS = ['no-observer', 'reenroll', 'quiet', 'json', 'help'] as const;
+export const BOOLEAN_FLAGS = ['no-observer', 'reenroll', 'quiet', 'json', 'help'] as const;
 const PHASE_FLAGS = [
   'connect-rate',
   'connect-concurrency',
@@ -157,6 +166,8 @@ function number(
   raw: string,
   opts: { min: number; max: number; integer?: boolean; exclusiveMin?: boolean },
 ): number {
+  if (/^-\d+(\.\d+)?$/.test(raw))
+    throw new FlagError(`--${flag}`, `must be at least ${opts.min}, got ${raw}`);
   if (!/^\d+(\.\d+)?$/.test(raw))
     throw new FlagError(`--${flag}`, `expected a number, got ${JSON.stringify(raw)}`);
   const n = Number(raw);

@@ -1,14 +1,23 @@
 /** `fleet expiring [--days 30]`: active certificates that expire soon (exit 3 when any), through the API. */
 import { type Json, withApi } from '../api.ts';
-import { apiFlags, num, query } from '../args.ts';
-import type { Command } from '../command.ts';
+import { query } from '../args.ts';
+import { simple } from '../command.ts';
 import { print } from '../output.ts';
 
-export const command: Command = {
-  async run(ctx) {
-    const { values } = apiFlags(ctx.argv, ['days', 'limit', 'cursor']);
-    const days = num(values['days'], '--days') ?? 30;
-    num(values['limit'], '--limit');
+export const command = simple(
+  {
+    name: 'expiring',
+    summary: 'active certificates that expire within DAYS days; exits 3 when there are any (alert on it)',
+    api: true,
+    flags: {
+      days: { type: 'int', min: 0, max: 36500, arg: 'DAYS', help: 'the window', default: '30' },
+      limit: { type: 'int', min: 1, max: 1000, help: 'at most N per page', default: '100' },
+      cursor: { type: 'string', arg: 'CURSOR', help: 'the next page' },
+    },
+    examples: ['fleet expiring --days 60 || echo "certificates to renew"'],
+  },
+  async (ctx, { values }) => {
+    const days = (values['days'] as number | undefined) ?? 30;
     const page: Json = await withApi(ctx, values, (api) =>
       api.call(
         'GET',
@@ -27,4 +36,4 @@ export const command: Command = {
     // Scriptable as an alert (cron, monitoring): non-zero when something needs renewing.
     return page.items.length ? 3 : 0;
   },
-};
+);

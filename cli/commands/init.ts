@@ -1,12 +1,19 @@
 /** `fleet init`: create the CA hierarchy, the registry and the local operator credential (idempotent). */
 import { initDataDir } from '../../runtime/index.ts';
-import { flags } from '../args.ts';
-import type { Command } from '../command.ts';
+import { simple } from '../command.ts';
 import { print } from '../output.ts';
 
-export const command: Command = {
-  async run(ctx) {
-    flags(ctx.argv, []);
+export const command = simple(
+  {
+    name: 'init',
+    summary: 'create the CA hierarchy, the registry and the local operator credential (idempotent)',
+    description:
+      'Creates under DATA: ca/ (root, device CA, infrastructure CA; keys encrypted), secrets/ (a generated\n' +
+      'CA passphrase unless FLEET_CA_PASSPHRASE_FILE is set), registry/ (PGlite, unless DATABASE_URL) and\n' +
+      'operator/ (the credential the CLI uses). It never overwrites a CA; `fleet up` runs it too.',
+    examples: ['fleet init', 'FLEET_CA_PASSPHRASE_FILE=/run/secrets/ca fleet init --data /var/lib/fleet'],
+  },
+  async (ctx) => {
     const r = await initDataDir(ctx.config);
     const lines = [
       r.created.length
@@ -27,4 +34,4 @@ export const command: Command = {
     print(ctx, r, lines.join('\n'));
     return 0;
   },
-};
+);

@@ -1,5 +1,5 @@
 /** `fleet operator create|issue|list|show|revoke|suspend|reinstate`, through the provisioning API. */
 import { dispatch } from '../command.ts';
-import { principalSubs } from '../principal.ts';
+import { PRINCIPAL_ABOUT, principalSubs } from '../principal.ts';
 
-export const command = dispatch('operator', principalSubs('operator', 'operators'));
+export const command = dispatch('operator', PRINCIPAL_ABOUT.operator, principalSubs('operator', 'operators'));

@@ -8,8 +8,15 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { FleetConfig } from '../../config/index.ts';
-import { SimError } from '../../device-sim/errors.ts';
-import { parseSimFlags, parseTarget, SIM_USAGE, type SimFlags } from '../../device-sim/flags.ts';
+import { FlagError, SimError } from '../../device-sim/errors.ts';
+import {
+  BOOLEAN_FLAGS,
+  parseSimFlags,
+  parseTarget,
+  SIM_USAGE,
+  STRING_FLAGS,
+  type SimFlags,
+} from '../../device-sim/flags.ts';
 import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../../device-sim/http.ts';
 import {
   type Enroller,
@@ -23,7 +30,8 @@ import { type Operator, RecordingOperator } from '../../device-sim/operator.ts';
 import { textSummary, writeReports } from '../../device-sim/report.ts';
 import { type RunTarget, runScenario } from '../../device-sim/runner.ts';
 import { parseScenario, type Scenario } from '../../device-sim/scenario.ts';
-import type { Command, CommandContext } from '../command.ts';
+import { type FlagSpec, parse, type Spec } from '../args.ts';
+import { type Command, type CommandContext, UsageError } from '../command.ts';
 
 /** Builds the scenario: the file (if any) with flag overrides, or the phases the flags describe. */
 export async function scenarioFrom(flags: SimFlags): Promise<Scenario> {
@@ -235,10 +243,39 @@ async function prepare(ctx: CommandContext, flags: SimFlags, scenario: Scenario)
   }
 }
 
+/**
+ * The simulator's flags for the CLI's strict parser (unknown flags refused with the nearest suggested); its
+ * help is SIM_USAGE, and device-sim/flags.ts checks the values.
+ */
+const SIM_SPEC: Spec = {
+  name: 'sim',
+  summary: 'the device simulator',
+  flags: Object.fromEntries([
+    ...STRING_FLAGS.map((f): [string, FlagSpec] => [f, { type: 'string', help: '' }]),
+    ...BOOLEAN_FLAGS.map((f): [string, FlagSpec] => [f, { type: 'boolean', help: '' }]),
+  ]),
+  examples: [],
+};
+
+/** The command line checked strictly, then the simulator's own checks of the values. */
+export function simFlagsOf(argv: string[]): SimFlags | 'help' {
+  const p = parse(SIM_SPEC, argv);
+  if (p.help) return 'help';
+  const normalized = Object.entries(p.values).map(([k, v]) => (v === true ? `--${k}` : `--${k}=${v}`));
+  try {
+    return parseSimFlags(normalized);
+  } catch (e) {
+    if (e instanceof FlagError)
+      throw new UsageError(e.message, { code: 'USAGE_FLAG_VALUE', details: e.details, helpFor: 'sim' });
+    throw e;
+  }
+}
+
 export const command: Command = {
+  help: SIM_USAGE,
   async run(ctx) {
-    const flags = parseSimFlags(ctx.argv);
-    if (flags.help) {
+    const flags = simFlagsOf(ctx.argv);
+    if (flags === 'help') {
       ctx.out.write(SIM_USAGE);
       return 0;
     }

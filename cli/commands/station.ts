@@ -1,6 +1,5 @@
-/** `fleet station create|issue|scope|list|show|revoke|suspend|reinstate` (revoke --cascade-from T: its
- * devices too), through the provisioning API. */
+/** `fleet station create|issue|list|show|revoke|suspend|reinstate|scope`, through the provisioning API. */
 import { dispatch } from '../command.ts';
-import { principalSubs } from '../principal.ts';
+import { PRINCIPAL_ABOUT, principalSubs } from '../principal.ts';
 
-export const command = dispatch('station', principalSubs('station', 'stations'));
+export const command = dispatch('station', PRINCIPAL_ABOUT.station, principalSubs('station', 'stations'));
