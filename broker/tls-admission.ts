@@ -7,7 +7,8 @@
  *    'secureConnection' or 'tlsClientError', which frees its slot; failures are counted by outcome.
  * 3. Client certificate: decided once per distinct certificate (client-verify.ts), its validity against the
  *    clock on every connection, resumed or not; the verdict (with the identity it carries) stays on the
- *    socket for CONNECT (authenticate.ts), and the socket is handed to aedes.
+ *    socket for CONNECT (authenticate.ts), and the socket is handed to aedes. A client refused for its
+ *    certificate (or for having none) is logged at warn with its source address, rate-limited.
  *
  * With the PROXY protocol on, a plain TCP listener reads the header first (proxy-protocol.ts).
  */
@@ -121,6 +122,7 @@ export function tlsAdmission(d: TlsAdmissionDeps): TlsAdmission {
     };
   });
   const handshakeOk = metrics.handshakes.labels({ outcome: 'ok' });
+  const logRefusal = refusalLogger(log);
   server.on('secureConnection', (sock: PeerSocket) => {
     rawSocketOf<RawSocket>(sock)?.fleetHandshakeDone?.();
     // The peer certificate is decided here, before aedes reads a byte (client-verify.ts): once per
@@ -134,7 +136,7 @@ export function tlsAdmission(d: TlsAdmissionDeps): TlsAdmission {
     const peer = verifier.check(cert, Date.now());
     if (!peer.ok) {
       metrics.handshakes.inc({ outcome: peer.refused });
-      log.debug({ event: 'tls_client_refused', outcome: peer.refused, remote: sock.remoteAddress });
+      logRefusal(peer.refused, sock.remoteAddress);
       sock.destroy();
       return;
     }
@@ -154,7 +156,42 @@ export function tlsAdmission(d: TlsAdmissionDeps): TlsAdmission {
     if (raw?.fleetRefused) return;
     const outcome = handshakeFailure(err);
     metrics.handshakes.inc({ outcome });
-    log.debug({ event: 'tls_handshake_failed', outcome, code: err.code, remote: sock.remoteAddress });
+    if (CERTIFICATE_REFUSALS.has(outcome)) logRefusal(outcome, sock.remoteAddress);
+    else log.debug({ event: 'tls_handshake_failed', outcome, code: err.code, remote: sock.remoteAddress });
   });
   return { server, listener };
+}
+
+/** Handshake outcomes that are a refused client certificate (or none), logged for the operator. */
+const CERTIFICATE_REFUSALS = new Set([
+  'no_certificate',
+  'unknown_ca',
+  'certificate_expired',
+  'certificate_not_yet_valid',
+  'bad_certificate',
+]);
+
+/**
+ * A client refused at the TLS layer for its certificate, logged at warn so that whoever wonders why a
+ * client cannot connect sees why, with its source address (the metrics count every one). At most one line
+ * per outcome every `everyMs`, saying how many more were refused meanwhile: a storm of bad clients cannot
+ * flood the log.
+ */
+export function refusalLogger(log: Logger, everyMs = 10_000) {
+  const last = new Map<string, { at: number; more: number }>();
+  return (outcome: string, remote: string | undefined) => {
+    const now = Date.now();
+    const seen = last.get(outcome);
+    if (seen && now - seen.at < everyMs) {
+      seen.more++;
+      return;
+    }
+    last.set(outcome, { at: now, more: 0 });
+    log.warn(
+      { event: 'tls_client_refused', outcome, remote, more_since_last: seen?.more ?? 0 },
+      outcome === 'no_certificate'
+        ? 'refused a client without a certificate (devices and services present the one Fleet issued them)'
+        : 'refused a client certificate',
+    );
+  };
 }

@@ -14,6 +14,7 @@
  * `--local` forces the in-process service; `--remote` forbids it.
  */
 import type { FleetConfig } from '../config/load.ts';
+import { FleetError } from '../pki/errors.ts';
 import { paths } from '../config/paths.ts';
 import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
 import type { Values } from './args.ts';
@@ -31,6 +32,22 @@ function apiUrlOf(config: FleetConfig): { url: string; explicit: boolean } {
 function operatorFiles(config: FleetConfig) {
   const p = paths(config.dataDir);
   return { cert: p.operatorCert, key: p.operatorKey, ca: p.rootCert };
+}
+
+/**
+ * REGISTRY_LOCKED when no provisioning service answers but something holds the embedded registry (a
+ * `fleet broker` alone, a `fleet sim` enrolling locally): the same code, with what to do about it.
+ */
+export function whyLocked(e: unknown, url: string): unknown {
+  if (!(e instanceof FleetError) || e.code !== 'REGISTRY_LOCKED') return e;
+  const pid = (e.details as { pid?: number } | undefined)?.pid;
+  return new FleetError(
+    'REGISTRY_LOCKED',
+    `no provisioning service answers at ${url}, and the embedded registry is in use by process ${pid ?? '?'} ` +
+      '(a `fleet broker` alone?); run this while `fleet up` or `fleet provisioning` runs on this data ' +
+      'directory, or stop that process',
+    { details: e.details, cause: e },
+  );
 }
 
 /** Runs `fn` against the API (see the module comment for where and the in-process fallback). */
@@ -62,11 +79,16 @@ export async function withApi<T>(
     import('../provisioning/main.ts'),
     import('../config/log.ts'),
   ]);
-  const running = await startProvisioning(
-    // No console for a one-call service: nothing would sign in to it.
-    { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1', console: undefined },
-    createLogger({ ...ctx.config, logLevel: 'warn' }, { service: 'provisioning' }),
-  );
+  let running: Awaited<ReturnType<typeof startProvisioning>>;
+  try {
+    running = await startProvisioning(
+      // No console for a one-call service: nothing would sign in to it.
+      { ...ctx.config, apiPort: 0, publicPort: 0, listenHost: '127.0.0.1', console: undefined },
+      createLogger({ ...ctx.config, logLevel: 'warn' }, { service: 'provisioning' }),
+    );
+  } catch (e) {
+    throw whyLocked(e, url);
+  }
   const api = await ProvisioningClient.fromFiles(`https://127.0.0.1:${running.ports.apiPort}`, files);
   try {
     return await fn(api);

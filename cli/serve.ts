@@ -42,8 +42,8 @@ function nextSteps(config: FleetConfig): string[] {
 }
 
 /**
- * Resolves on the first SIGINT or SIGTERM. The listeners stay until `done` is called, so a second signal
- * while stopping (npm and a terminal both pass Ctrl-C on; tsx relays it again; a user presses it twice)
+ * Resolves on the first SIGINT or SIGTERM. The listeners stay for the life of the process, so a second
+ * signal while stopping (npm and a terminal both pass Ctrl-C on; tsx relays it again; a user presses it twice)
  * is noted instead of killing the process half-way through its stop: with `once` listeners, Node's default
  * action for that second signal ended 1 stop in 7 between broker_stopped and registry_closed, leaving the
  * registry lock behind.
@@ -54,8 +54,12 @@ export function stopSignal(err: NodeJS.WritableStream): { stopping: Promise<stri
   const stopping = new Promise<string>((r) => {
     resolve = r;
   });
+  let finished = false;
   const on = (sig: string) => () => {
-    if (first === undefined) {
+    if (finished) {
+      // Stopped, closed and about to exit: a late relay of the same Ctrl-C just ends it now, cleanly.
+      process.exit(process.exitCode ?? 0);
+    } else if (first === undefined) {
       first = sig;
       resolve(sig);
     } else err.write(`fleet: ${sig} while stopping: already stopping\n`);
@@ -66,9 +70,10 @@ export function stopSignal(err: NodeJS.WritableStream): { stopping: Promise<stri
   process.on('SIGTERM', onTerm);
   return {
     stopping,
+    // The listeners stay: a signal arriving after the stop, while the process winds down, must not meet
+    // Node's default action either (it would turn exit 0 into death by signal).
     done() {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      finished = true;
     },
   };
 }

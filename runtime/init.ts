@@ -7,9 +7,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { caConfigFrom, type FleetConfig, keyStoreFor, LOCAL_OPERATOR, paths } from '../config/index.ts';
 import { caExists, openCa } from '../pki/ca.ts';
+import { isFleetError } from '../pki/errors.ts';
 import { exists } from '../pki/files.ts';
 import { certToPem } from '../pki/x509.ts';
 import { Issuance } from '../provisioning/issuance.ts';
+import type { Registry } from '../registry/index.ts';
 import { withRegistry } from './open.ts';
 
 export interface InitResult {
@@ -33,7 +35,7 @@ export async function initDataDir(config: FleetConfig): Promise<InitResult> {
   if (caCreated) created.push(p.ca);
   const opCert = p.operatorCert;
   const opKey = p.operatorKey;
-  await withRegistry(config, async (registry) => {
+  const issueOperator = async (registry: Registry) => {
     if (!(await exists(opCert))) {
       // The operator key is made here and never leaves the data dir (0600), like an SSH identity.
       const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -47,12 +49,23 @@ export async function initDataDir(config: FleetConfig): Promise<InitResult> {
       await writeFile(opCert, certToPem(issued.der) + issued.chain.map(certToPem).join(''), { mode: 0o644 });
       created.push(opCert);
     }
-  });
+  };
+  let inUseBy: number | undefined;
+  try {
+    await withRegistry(config, issueOperator);
+  } catch (e) {
+    // `fleet init` while `fleet up` runs on this data dir: nothing left to do in the registry, so it is
+    // initialised; say so rather than refuse. (With something to do, REGISTRY_LOCKED stands.)
+    if (!isFleetError(e, 'REGISTRY_LOCKED') || !(await exists(opCert))) throw e;
+    inUseBy = (e.details as { pid?: number } | undefined)?.pid;
+  }
   return {
     dataDir: config.dataDir,
     created,
     ca: { dir: p.ca, root: p.rootCert, passphraseSource },
-    registry: config.databaseUrl ? 'postgresql (DATABASE_URL)' : join(config.dataDir, 'registry'),
+    registry: config.databaseUrl
+      ? 'postgresql (DATABASE_URL)'
+      : `${join(config.dataDir, 'registry')}${inUseBy ? ` (in use by process ${inUseBy}: a running fleet)` : ''}`,
     operator: { cert: opCert, key: opKey },
   };
 }

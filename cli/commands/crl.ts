@@ -12,6 +12,7 @@ import { paths } from '../../config/paths.ts';
 import { type CrlInfo, readCrl } from '../../pki/crl.ts';
 import { toPem } from '../../pki/der.ts';
 import { FleetError } from '../../pki/errors.ts';
+import { whyLocked } from '../api.ts';
 import { simple } from '../command.ts';
 import { print } from '../output.ts';
 
@@ -96,7 +97,9 @@ export const command = simple(
         import('../../runtime/index.ts'),
       ]);
       const ca = await openLocalCa(config);
-      const built = await withRegistry(config, (r) => currentCrl(ca, r, which));
+      const built = await withRegistry(config, (r) => currentCrl(ca, r, which)).catch((e) => {
+        throw whyLocked(e, url);
+      });
       der = built.der;
       info = {
         crlNumber: built.crlNumber,
