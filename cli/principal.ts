@@ -50,7 +50,7 @@ export function principalSubs(kind: Kind, plural: string): Record<string, SubCom
                     type: 'string',
                     arg: 'ROLE',
                     help: 'the role its MQTT policy grants (the role placeholder in policy rules)',
-                    default: 'its id',
+                    default: 'none (the default policy does not use roles)',
                   },
                 }
               : {},
