@@ -14,8 +14,8 @@
  * `--local` forces the in-process service; `--remote` forbids it.
  */
 import type { FleetConfig } from '../config/load.ts';
-import { FleetError } from '../pki/errors.ts';
 import { paths } from '../config/paths.ts';
+import { FleetError } from '../pki/errors.ts';
 import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
 import type { Values } from './args.ts';
 import type { CommandContext } from './command.ts';

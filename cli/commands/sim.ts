@@ -14,8 +14,8 @@ import {
   parseSimFlags,
   parseTarget,
   SIM_USAGE,
-  STRING_FLAGS,
   type SimFlags,
+  STRING_FLAGS,
 } from '../../device-sim/flags.ts';
 import { type ApiCredentials, HttpEnroller, HttpOperator, probeApi } from '../../device-sim/http.ts';
 import {
