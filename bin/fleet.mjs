@@ -6,6 +6,10 @@
 // sources under tsx, slower but never stale.
 import { build, staleReason } from '../cli/build.mjs';
 
+// A reader that went away (`fleet device list | head`, a closed terminal) must not turn a write into an
+// uncaught exception, least of all while `fleet up` is stopping: the output is lost, the stop goes on.
+for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
+
 const stale = await staleReason();
 let entry = '../dist/main.js';
 if (stale) {

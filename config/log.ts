@@ -7,7 +7,8 @@
  *   the start-up and shut-down events the banner already tells are left out (at info and below).
  *
  * The pretty lines are written by a small formatter here rather than pino-pretty (no transport thread,
- * no extra dependency); it is synchronous, so the last lines before an exit are not lost.
+ * no extra dependency). Both formats are written synchronously, so the last lines before an exit are not
+ * lost, and a stderr that has gone away (a closed terminal, a closed pipe) loses lines, never the process.
  */
 import { writeSync } from 'node:fs';
 import { isatty } from 'node:tty';
@@ -64,6 +65,8 @@ export function prettyLine(line: string, color: boolean): string {
   const level = Number(o['level']);
   const event = typeof o['event'] === 'string' ? o['event'] : undefined;
   if (level <= 30 && event && QUIET_EVENTS.has(event)) return '';
+  // fastify's own start-up line: the banner gives the addresses.
+  if (level <= 30 && !event && String(o['msg']).startsWith('Server listening at')) return '';
   const [name, code] = LEVELS[level] ?? ['LOG  ', ''];
   const t = new Date(Number(o['time']) || Date.now()).toTimeString().slice(0, 8);
   const where = [o['service'], o['part'], o['listener']].filter((x) => typeof x === 'string').join('/');
@@ -83,14 +86,36 @@ export function prettyLine(line: string, color: boolean): string {
   return `${parts.join(' ')}\n`;
 }
 
+/**
+ * Writes all of `text` to `fd` now. A full pipe (EAGAIN) is waited out briefly; a closed one (EPIPE, or
+ * EIO once the terminal is gone) drops the line: a log line is never a reason to die half-way through a
+ * stop and leave the registry locked.
+ */
+function writeAll(fd: number, text: string): void {
+  let buf = Buffer.from(text);
+  for (let tries = 0; buf.length > 0 && tries < 1000; tries++) {
+    try {
+      buf = buf.subarray(writeSync(fd, buf));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
 /** A synchronous pino destination writing pretty lines to `fd`. */
 export function prettyDestination(fd = 2, color = true): DestinationStream {
   return {
     write(line: string) {
       const out = prettyLine(line, color);
-      if (out) writeSync(fd, out);
+      if (out) writeAll(fd, out);
     },
   };
+}
+
+/** A synchronous pino destination writing the JSON lines as they are. */
+function jsonDestination(fd: number): DestinationStream {
+  return { write: (line: string) => writeAll(fd, line) };
 }
 
 /**
@@ -104,9 +129,7 @@ export function createLogger(
 ): Logger {
   const fd = opts.fd ?? 2;
   const dest =
-    config.logFormat === 'pretty'
-      ? prettyDestination(fd, opts.color ?? isatty(fd))
-      : pino.destination({ fd, sync: true });
+    config.logFormat === 'pretty' ? prettyDestination(fd, opts.color ?? isatty(fd)) : jsonDestination(fd);
   const logger = pino({ level: config.logLevel }, dest);
   return Object.keys(base).length ? logger.child(base) : logger;
 }

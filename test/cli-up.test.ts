@@ -263,4 +263,27 @@ describe('stopping', () => {
       /BEGIN CERTIFICATE/,
     );
   });
+  it('stops cleanly on SIGTERM after its terminal went away (stdout and stderr closed)', async () => {
+    // Before: the first write to the closed stderr ("stopping", a log line) threw, the process died
+    // half-way through the stop and left registry.lock behind.
+    const again = spawn(process.execPath, ['bin/fleet.mjs', 'up'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const gone = new Promise<number | null>((resolve) => again.on('exit', (c) => resolve(c)));
+    let banner = '';
+    await new Promise<void>((resolve, reject) => {
+      again.stdout!.on('data', (b) => {
+        banner += b;
+        if (banner.includes('Ctrl-C stops it.')) resolve();
+      });
+      void gone.then((c) => reject(new Error(`fleet up exited ${c}`)));
+    });
+    again.stdout!.destroy();
+    again.stderr!.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    again.kill('SIGTERM');
+    expect(await gone).toBe(0);
+    expect(existsSync(join(env.FLEET_DATA_DIR!, 'registry.lock'))).toBe(false);
+  });
 });
