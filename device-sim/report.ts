@@ -109,6 +109,137 @@ export function hostLine(h: PhaseHost): string {
   return parts.join('; ');
 }
 
+/** The enrollment note as a sentence: `api (the provisioning service answers at …), station sim-station`. */
+export function enrollmentText(e: unknown): string {
+  if (typeof e !== 'object' || e === null) return String(e);
+  const o = e as { mode?: string; why?: string; apiUrl?: string; station?: string };
+  const parts = [`${o.mode ?? '?'}${o.why ? ` (${o.why})` : ''}`];
+  if (o.station) parts.push(`station ${o.station}`);
+  if (o.apiUrl && !(o.why ?? '').includes(o.apiUrl)) parts.push(`API ${o.apiUrl}`);
+  return parts.join(', ');
+}
+
+/** What a phase came to: ok, or the problems, with the figures a reader looks for first. */
+export interface Verdict {
+  readonly phase: string;
+  readonly type: Phase['type'];
+  readonly ok: boolean;
+  /** `ok`, `incomplete`, or the problems found, e.g. `12 connects failed`. */
+  readonly verdict: string;
+  /** The phase's headline figures, one line. */
+  readonly headline: string;
+}
+
+/** The simulator's own load was high enough that its figures may be its limit, not the broker's. */
+export function simulatorLimit(p: PhaseReport): string | undefined {
+  const l = p.simLoad;
+  if (!l) return undefined;
+  const why: string[] = [];
+  if (l.cpuPctMax >= 90) why.push(`a load worker used ${l.cpuPctMax}% of a core`);
+  if (l.loopDelayP99Ms >= 50) why.push(`its event loop lagged ${l.loopDelayP99Ms} ms (p99)`);
+  return why.length ? why.join(', ') : undefined;
+}
+
+export function verdicts(r: RunReport): Verdict[] {
+  return r.phases.map((p) => {
+    const c = p.counts;
+    const problems: string[] = [];
+    const figures: string[] = [];
+    if (c.attempted) {
+      if (c.failed) problems.push(`${fmt(c.failed)} of ${fmt(c.attempted)} connects failed`);
+      figures.push(
+        `${fmt(c.connected)}/${fmt(c.attempted)} connected, ${fmt(p.rates.connectsPerS)} connects/s`,
+        `connect p99 ${p.latency.connect.p99} ms`,
+      );
+    }
+    if (p.storm) {
+      const st = p.storm;
+      if (st.notBack) problems.push(`${fmt(st.notBack)} of ${fmt(st.attempted)} devices not back`);
+      if (st.backAfterMs >= 0)
+        figures.unshift(`all back ${(st.backAfterMs / 1000).toFixed(1)} s after the drop`);
+    }
+    if (c.published) {
+      if (p.unacked) problems.push(`${fmt(p.unacked)} QoS 1 publishes without PUBACK`);
+      figures.push(`${fmt(p.rates.publishedPerS)} msg/s`);
+      if (p.latency.delivery.count) figures.push(`delivery p99 ${p.latency.delivery.p99} ms`);
+    }
+    if (p.revoke) {
+      const v = p.revoke;
+      const refused = v.probes - v.reconnectAdmitted.length;
+      if (v.notClosed.length) problems.push(`${v.notClosed.length} revoked devices not dropped`);
+      if (v.reconnectAdmitted.length)
+        problems.push(`${v.reconnectAdmitted.length} revoked devices let back in`);
+      const apiFailures = Object.values(v.revokeFailures).reduce((a, b) => a + b, 0);
+      if (apiFailures) problems.push(`${apiFailures} revocations failed at the API`);
+      if (v.othersDropped) problems.push(`${v.othersDropped} other devices dropped`);
+      figures.unshift(
+        `${v.closed}/${v.connectedAtRevoke} revoked dropped, revoke-to-close p99 ${v.revokeToClose.p99} ms`,
+        `${refused}/${v.probes} reconnects refused as expected`,
+      );
+    }
+    if (c.dropped && !p.revoke && !p.storm)
+      problems.push(`${fmt(c.dropped)} connections dropped by the broker`);
+    const verdict = !p.completed ? 'incomplete' : problems.length ? problems.join('; ') : 'ok';
+    return {
+      phase: p.name,
+      type: p.type,
+      ok: p.completed && problems.length === 0,
+      verdict,
+      headline: figures.join(', '),
+    };
+  });
+}
+
+/** The storms with and without TLS resumption side by side, when the run had both. */
+function stormPair(r: RunReport): [PhaseReport, PhaseReport] | undefined {
+  const storms = r.phases.filter((p) => p.storm);
+  const full = storms.find((p) => !('resume' in p.phase && p.phase.resume));
+  const resumed = storms.find((p) => 'resume' in p.phase && p.phase.resume);
+  return full && resumed ? [full, resumed] : undefined;
+}
+
+function stormRows(pair: [PhaseReport, PhaseReport]): [string, string, string][] {
+  const row = (label: string, f: (p: PhaseReport) => string): [string, string, string] => [
+    label,
+    f(pair[0]),
+    f(pair[1]),
+  ];
+  return [
+    row('devices back', (p) => `${fmt(p.storm!.attempted - p.storm!.notBack)}/${fmt(p.storm!.attempted)}`),
+    row('last back after', (p) =>
+      p.storm!.backAfterMs >= 0 ? `${(p.storm!.backAfterMs / 1000).toFixed(1)} s` : '-',
+    ),
+    row('connects/s', (p) => fmt(p.rates.connectsPerS)),
+    row('connect p50 / p99 (ms)', (p) => `${p.latency.connect.p50} / ${p.latency.connect.p99}`),
+    row('TLS p50 / p99 (ms)', (p) => `${p.latency.tls.p50} / ${p.latency.tls.p99}`),
+    row('TLS sessions resumed', (p) => fmt(p.counts.resumed)),
+    row('failed connects', (p) => fmt(p.counts.failed)),
+    row('simulator CPU max', (p) => (p.simLoad ? `${p.simLoad.cpuPctMax}%` : '-')),
+  ];
+}
+
+/** The lines above the details: each phase's verdict and headline, the simulator's own limit, the storms. */
+export function summaryLines(r: RunReport): string[] {
+  const vs = verdicts(r);
+  const w = Math.max(...vs.map((v) => v.phase.length), 5);
+  const out = ['summary'];
+  for (const v of vs)
+    out.push(`  ${v.phase.padEnd(w)}  ${v.ok ? 'ok' : v.verdict}${v.headline ? `  (${v.headline})` : ''}`);
+  const busy = r.phases.map((p) => [p.name, simulatorLimit(p)] as const).filter(([, why]) => why);
+  out.push(
+    busy.length
+      ? `  the simulator itself may have been the limit: ${busy.map(([n, why]) => `${n}: ${why}`).join('; ')}`
+      : '  the simulator was not the limit (its CPU and event loop had room)',
+  );
+  const pair = stormPair(r);
+  if (pair) {
+    out.push('', `storms: ${pair[0].name} vs ${pair[1].name}`);
+    for (const [label, a, b] of stormRows(pair))
+      out.push(`  ${label.padEnd(24)} ${a.padStart(12)} ${b.padStart(12)}`);
+  }
+  return out;
+}
+
 export function textSummary(r: RunReport): string {
   const out: string[] = [];
   out.push(
@@ -117,6 +248,9 @@ export function textSummary(r: RunReport): string {
       (r.interrupted ? '  [INTERRUPTED]' : ''),
   );
   out.push(`observer: ${r.observer}`);
+  const enrollment = r.notes?.['enrollment'];
+  if (enrollment) out.push(`enrollment: ${enrollmentText(enrollment)}`);
+  out.push('', ...summaryLines(r));
   for (const p of r.phases) {
     const c = p.counts;
     out.push(
@@ -176,12 +310,12 @@ export function textSummary(r: RunReport): string {
       out.push(`  revoke-to-close ${lat(v.revokeToClose)}`);
       out.push(`  operator API    ${lat(v.apiLatency)}`);
       out.push(
-        `  reconnects of revoked devices: ${v.probes} tried (${v.probesWithSessionTicket} with a TLS session ticket): ` +
-          `${
+        `  reconnects of revoked devices: ${v.probes - v.reconnectAdmitted.length}/${v.probes} refused, as expected ` +
+          `(${v.probesWithSessionTicket} tried with a TLS session ticket; ${
             Object.entries(v.probeOutcomes)
-              .map(([k, n]) => `${k} ${n}`)
+              .map(([k, n]) => `${k.replace(/^refused:/, '')} ${n}`)
               .join(', ') || 'none'
-          }; admitted ${v.reconnectAdmitted.length}`,
+          }); let back in: ${v.reconnectAdmitted.length}`,
       );
       out.push(`  other devices dropped meanwhile: ${v.othersDropped}`);
     }
@@ -203,29 +337,43 @@ interface Line {
   readonly points: readonly (readonly [number, number | null])[];
 }
 
-/** A small line chart: axes with 5 ticks, one polyline per series, gaps where a value is missing. */
-export function lineChart(title: string, unit: string, lines: readonly Line[], w = 560, h = 220): string {
+/**
+ * A small line chart: round ticks (1, 2, 5 × 10^n) on both axes, one polyline per series, gaps where a
+ * value is missing. With `trim`, the time axis covers only the seconds that have a value (a latency chart
+ * has none before the first connect of a phase); a chart with no value at all is left out ('').
+ */
+export function lineChart(
+  title: string,
+  unit: string,
+  lines: readonly Line[],
+  opts: { w?: number; h?: number; trim?: boolean } = {},
+): string {
+  const { w = 560, h = 220, trim = false } = opts;
   const pad = { l: 56, r: 12, t: 28, b: 30 };
-  const xs = lines.flatMap((l) => l.points.map((p) => p[0]));
-  const ys = lines.flatMap((l) => l.points.map((p) => p[1]).filter((v): v is number => v !== null));
-  if (!xs.length || !ys.length) return `<div class="empty">${esc(title)}: no data</div>`;
+  const valued = lines.flatMap((l) => l.points.filter((p) => p[1] !== null));
+  if (!valued.length) return trim ? '' : `<div class="empty">${esc(title)}: no data</div>`;
+  const xs = (trim ? valued : lines.flatMap((l) => l.points)).map((p) => p[0]);
+  const ys = valued.map((p) => p[1] as number);
   const x0 = Math.min(...xs);
   const x1 = Math.max(x0 + 1, ...xs);
-  const y1 = niceMax(Math.max(...ys));
+  // The y axis ends on the first round tick at or above the highest value.
+  const yMax = Math.max(...ys) || 1;
+  const y1 = Math.ceil(yMax / niceStep(yMax) - 1e-9) * niceStep(yMax);
+  const yTicks = niceTicks(0, y1);
   const sx = (x: number) => pad.l + ((x - x0) / (x1 - x0)) * (w - pad.l - pad.r);
   const sy = (y: number) => h - pad.b - (y / y1) * (h - pad.t - pad.b);
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="${esc(title)}">`,
     `<text x="${pad.l}" y="16" class="t">${esc(title)}</text>`,
   ];
-  for (let i = 0; i <= 4; i++) {
-    const v = (y1 * i) / 4;
+  for (const v of yTicks) {
     const y = sy(v);
     parts.push(
       `<line x1="${pad.l}" x2="${w - pad.r}" y1="${y}" y2="${y}" class="g"/>`,
       `<text x="${pad.l - 6}" y="${y + 4}" class="a" text-anchor="end">${fmtTick(v)}</text>`,
     );
-    const xv = x0 + ((x1 - x0) * i) / 4;
+  }
+  for (const xv of niceTicks(x0, x1)) {
     parts.push(
       `<text x="${sx(xv)}" y="${h - pad.b + 16}" class="a" text-anchor="middle">${fmtTick(xv)}s</text>`,
     );
@@ -258,16 +406,30 @@ export function lineChart(title: string, unit: string, lines: readonly Line[], w
   return parts.join('');
 }
 
-function niceMax(v: number): number {
-  if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
-  return 10 * p;
+/** The round step (1, 2 or 5 × 10^n) that cuts `span` into the number of parts nearest `n`. */
+export function niceStep(span: number, n = 4): number {
+  if (!(span > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(span / n));
+  let best = p;
+  for (const step of [p, 2 * p, 5 * p, 10 * p])
+    if (Math.abs(span / step - n) <= Math.abs(span / best - n)) best = step;
+  return best;
+}
+
+/** Ticks at every multiple of a round step from `lo` to `hi` (both included when they are multiples). */
+export function niceTicks(lo: number, hi: number, n = 4): number[] {
+  const step = niceStep(hi - lo, n);
+  const out: number[] = [];
+  // Rounded to the step's decimals, so 0.1 + 0.2 prints as 0.3.
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
+    out.push(Number(v.toFixed(decimals)));
+  return out;
 }
 
 function fmtTick(v: number): string {
-  if (v >= 1000) return `${Math.round(v / 100) / 10}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
+  if (Math.abs(v) >= 1000) return `${Math.round(v / 100) / 10}k`;
+  return String(Number(v.toPrecision(6)));
 }
 
 function barChart(title: string, items: readonly [string, number][], w = 560): string {
@@ -314,10 +476,15 @@ export function htmlReport(r: RunReport): string {
           { label: 'connected', color: '#2471a3', points: s.map((x) => [x.t, x.counts.connected]) },
           { label: 'failed', color: '#c0392b', points: s.map((x) => [x.t, x.counts.failed]) },
         ]),
-        lineChart('connect latency (TCP+TLS+CONNACK)', 'ms', [
-          { label: 'p50', color: '#1e8449', points: s.map((x) => [x.t, x.connectP50]) },
-          { label: 'p99', color: '#af601a', points: s.map((x) => [x.t, x.connectP99]) },
-        ]),
+        lineChart(
+          'connect latency (TCP+TLS+CONNACK)',
+          'ms',
+          [
+            { label: 'p50', color: '#1e8449', points: s.map((x) => [x.t, x.connectP50]) },
+            { label: 'p99', color: '#af601a', points: s.map((x) => [x.t, x.connectP99]) },
+          ],
+          { trim: true },
+        ),
       );
     }
     if (p.counts.published) {
@@ -326,10 +493,15 @@ export function htmlReport(r: RunReport): string {
           { label: 'published', color: '#2471a3', points: s.map((x) => [x.t, x.counts.published]) },
           { label: 'delivered', color: '#1e8449', points: s.map((x) => [x.t, x.counts.delivered]) },
         ]),
-        lineChart('publish-to-delivery latency', 'ms', [
-          { label: 'p50', color: '#1e8449', points: s.map((x) => [x.t, x.deliveryP50]) },
-          { label: 'p99', color: '#af601a', points: s.map((x) => [x.t, x.deliveryP99]) },
-        ]),
+        lineChart(
+          'publish-to-delivery latency',
+          'ms',
+          [
+            { label: 'p50', color: '#1e8449', points: s.map((x) => [x.t, x.deliveryP50]) },
+            { label: 'p99', color: '#af601a', points: s.map((x) => [x.t, x.deliveryP99]) },
+          ],
+          { trim: true },
+        ),
       );
     }
     charts.push(
@@ -339,12 +511,7 @@ export function htmlReport(r: RunReport): string {
     );
     const errs = Object.entries(p.errors).sort((a, b) => b[1] - a[1]);
     charts.push(barChart('errors by cause', errs));
-    const rv = p.revoke
-      ? `<p class="rv">revoked ${p.revoke.requested} (${p.revoke.connectedAtRevoke} connected): <b>${p.revoke.closed}</b> closed by the broker,
-         ${p.revoke.notClosed.length} not closed; revoke-to-close p50 ${p.revoke.revokeToClose.p50} ms, p99 ${p.revoke.revokeToClose.p99} ms,
-         max ${p.revoke.revokeToClose.max} ms. Reconnects of revoked devices: ${esc(JSON.stringify(p.revoke.probeOutcomes))};
-         <b>${p.revoke.reconnectAdmitted.length}</b> admitted. Other devices dropped: ${p.revoke.othersDropped}.</p>`
-      : '';
+    const rv = p.revoke ? revokeChecks(p.revoke) : '';
     const st = p.storm
       ? `<p>storm: dropped ${fmt(p.storm.dropped)} connections; reconnecting ${fmt(p.storm.attempted)} devices
          (${fmt(p.storm.connectedAtStart)} were connected, ${fmt(p.storm.notConnectedAtStart)} were not, ${fmt(p.storm.revokedLeftOut)} revoked left out);
@@ -371,14 +538,65 @@ h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd
 .t{font-size:12px;font-weight:600}.a{font-size:10px;fill:#555}.g{stroke:#e3e3e3}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
 .empty{color:#999;padding:8px}.rv{background:#fef5e7;padding:6px 8px}
+.ok{color:#1e8449;font-weight:600}.bad{color:#c0392b;font-weight:600}.inc{color:#777;font-weight:600}
+td.l,th.l{text-align:left}ul.checks{list-style:none;padding-left:4px}
 </style></head><body>
 <h1>fleet sim: ${r.devices} devices → ${esc(r.target.host)}:${r.target.port}${r.interrupted ? ' (interrupted)' : ''}</h1>
 <p>${esc(r.startedAt)} · ${(r.durationMs / 1000).toFixed(1)} s · ${esc(r.keyType)} keys · ${r.workers} worker(s) ·
 ${r.sourceAddresses || 'default'} source address(es) · observer: ${esc(r.observer)}</p>
+${summaryHtml(r)}
 ${r.notes ? notesHtml(r.notes) : ''}
 ${sections.join('\n')}
 </body></html>
 `;
+}
+
+/** The revoke phase as checks, each passed (expected outcomes included) or failed. */
+function revokeChecks(v: RevokeResult): string {
+  const check = (ok: boolean, text: string) =>
+    `<li><span class="${ok ? 'ok' : 'bad'}">${ok ? '✓' : '✗'}</span> ${text}</li>`;
+  const refused = v.probes - v.reconnectAdmitted.length;
+  const apiFailures = Object.values(v.revokeFailures).reduce((a, b) => a + b, 0);
+  return `<ul class="checks">${[
+    check(
+      apiFailures === 0,
+      `${v.requested - apiFailures}/${v.requested} revoked through the operator API (p99 ${v.apiLatency.p99} ms)`,
+    ),
+    check(
+      v.notClosed.length === 0,
+      `${v.closed}/${v.connectedAtRevoke} live connections of revoked devices dropped by the broker; revoke-to-close p50 ${v.revokeToClose.p50} ms, p99 ${v.revokeToClose.p99} ms, max ${v.revokeToClose.max} ms`,
+    ),
+    check(
+      v.reconnectAdmitted.length === 0,
+      `${refused}/${v.probes} reconnects of revoked devices refused, as expected (${v.probesWithSessionTicket} with a TLS session ticket: ${esc(
+        Object.entries(v.probeOutcomes)
+          .map(([k, n]) => `${k.replace(/^refused:/, '')} ${n}`)
+          .join(', ') || 'none',
+      )})`,
+    ),
+    check(v.othersDropped === 0, `${v.othersDropped} other devices dropped meanwhile`),
+  ].join('')}</ul>`;
+}
+
+/** The top of the page: each phase's verdict and headline, the simulator's own limit, the storms. */
+function summaryHtml(r: RunReport): string {
+  const rows = verdicts(r).map((v) => {
+    const cls = v.ok ? 'ok' : v.verdict === 'incomplete' ? 'inc' : 'bad';
+    return `<tr><td class="l">${esc(v.phase)}</td><td class="l ${cls}">${esc(v.ok ? 'ok' : v.verdict)}</td><td class="l">${esc(v.headline)}</td></tr>`;
+  });
+  const busy = r.phases.map((p) => [p.name, simulatorLimit(p)] as const).filter(([, why]) => why);
+  const limit = busy.length
+    ? `<p class="bad">The simulator itself may have been the limit: ${esc(busy.map(([n, why]) => `${n}: ${why}`).join('; '))}. Its figures are then a floor of what the broker can do: more workers, or another machine for the load.</p>`
+    : '<p class="ok">The simulator was not the limit: its CPU and event loop had room in every phase.</p>';
+  const pair = stormPair(r);
+  const storms = pair
+    ? `<table><caption>reconnect storms side by side</caption><tr><th class="l"></th><th>${esc(pair[0].name)}</th><th>${esc(pair[1].name)}</th></tr>${stormRows(
+        pair,
+      )
+        .map(([l, a, b]) => `<tr><td class="l">${esc(l)}</td><td>${esc(a)}</td><td>${esc(b)}</td></tr>`)
+        .join('')}</table>`
+    : '';
+  return `<h2>Summary</h2><table><tr><th class="l">phase</th><th class="l">verdict</th><th class="l">figures</th></tr>${rows.join('')}</table>${limit}${storms}`;
 }
 
 /** Notes a caller attached (the bench's broker CPU per phase): a list of rows as a table, the rest as lines. */
@@ -398,6 +616,13 @@ function notesHtml(notes: Record<string, unknown>): string {
           )
           .join('')}</table>`,
       );
+    } else if (key === 'enrollment') {
+      parts.push(`<p>enrollment: ${esc(enrollmentText(value))}</p>`);
+    } else if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const text = Object.entries(value as Record<string, unknown>)
+        .map(([k, v]) => `${k} ${typeof v === 'string' || typeof v === 'number' ? v : JSON.stringify(v)}`)
+        .join(', ');
+      parts.push(`<p>${esc(key)}: ${esc(text)}</p>`);
     } else {
       parts.push(`<p>${esc(key)}: ${esc(typeof value === 'string' ? value : JSON.stringify(value))}</p>`);
     }

@@ -29,6 +29,10 @@ export const COUNTERS = [
   'delivered',
   'dropped',
   'skippedBackpressure',
+  /** A revoked device's connection closed by the broker: expected, not a drop. */
+  'revokedClosed',
+  /** A revoked device's reconnect refused by the broker: expected, the check passing, not a failure. */
+  'revokedRefused',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 

@@ -209,10 +209,14 @@ export class LoadWorker {
   // ---------------------------------------------------------------------------------------------- connect
 
   /** One connect, measured; `resume` offers the device's last TLS session. Resolves with the failure cause, or null. */
-  private async connectOne(d: Device, resume: boolean): Promise<string | null> {
+  /**
+   * Connects `d`. A `probe` is a revoked device checking it is refused: not part of the load, so its
+   * refusal counts as revokedRefused (expected), never as a failed connect or an error.
+   */
+  private async connectOne(d: Device, resume: boolean, probe = false): Promise<string | null> {
     if (d.conn || d.connecting) return null;
     d.connecting = true;
-    this.rec.count('attempted');
+    if (!probe) this.rec.count('attempted');
     const offered = resume && d.session !== undefined;
     const r = await connectMqtt(
       {
@@ -230,9 +234,17 @@ export class LoadWorker {
     );
     d.connecting = false;
     if (!r.ok) {
-      this.rec.count('failed');
-      this.rec.error(r.cause);
+      if (probe) this.rec.count('revokedRefused');
+      else {
+        this.rec.count('failed');
+        this.rec.error(r.cause);
+      }
       return r.cause;
+    }
+    // A revoked device let back in is no connect to count: the runner reports it (reconnectAdmitted).
+    if (probe) {
+      d.conn = r.conn;
+      return null;
     }
     const t = r.timings;
     this.rec.count('connected');
@@ -265,8 +277,12 @@ export class LoadWorker {
   private onDrop(d: Device, _c: Connection, cause: string, atNs: bigint): void {
     d.conn = undefined;
     d.inflight.clear();
-    this.rec.count('dropped');
-    this.rec.error(cause);
+    // A revoked device's connection closing is what the revoke phase expects, not a drop or an error.
+    if (d.victim) this.rec.count('revokedClosed');
+    else {
+      this.rec.count('dropped');
+      this.rec.error(cause);
+    }
     if (d.victim) {
       this.send({ type: 'victim-closed', worker: this.init.worker, id: d.id, atNs: atNs.toString(), cause });
       // Check the broker refuses it now, with its TLS session ticket if it has one (a resumed session must
@@ -274,7 +290,7 @@ export class LoadWorker {
       const probe = (async () => {
         await this.sleep(100);
         const offered = d.session !== undefined;
-        const cause = await this.connectOne(d, true);
+        const cause = await this.connectOne(d, true, true);
         let outcome = cause === null ? 'connected' : `refused:${cause}`;
         if (cause === null && !d.conn) outcome = 'refused:closed_after_connack';
         if (d.conn) {

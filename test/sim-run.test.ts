@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RunReport, writeReports } from '../device-sim/report.ts';
+import { type RunReport, textSummary, verdicts, writeReports } from '../device-sim/report.ts';
 import { runScenario } from '../device-sim/runner.ts';
 import { parseScenario } from '../device-sim/scenario.ts';
 import { type SimBed, simBed } from './helpers/sim.ts';
@@ -106,6 +106,11 @@ describe('fleet sim against the real broker', () => {
     expect(Object.keys(rv.probeOutcomes).every((k) => k.startsWith('refused:'))).toBe(true);
     expect(rv.probesWithSessionTicket).toBe(4);
     expect(rv.othersDropped).toBe(0);
+    // The refused reconnects and the closes are the check passing: counted apart, never as failures.
+    expect(phase.counts).toMatchObject({ failed: 0, dropped: 0, revokedClosed: 4, revokedRefused: 4 });
+    expect(phase.errors).toEqual({});
+    expect(verdicts(report).find((v) => v.phase === 'revoke')).toMatchObject({ ok: true });
+    expect(textSummary(report)).toMatch(/revoke +ok/);
     expect(phase.open).toBe(26);
     expect(phase.counts.published).toBeGreaterThan(0);
     const revoked = await Promise.all(
@@ -276,10 +281,10 @@ describe('identities from a directory and the command line', () => {
     expect(report.phases[0]!.errors).toEqual({ connack_5_not_authorized: 3 });
   });
 
-  it('fleet sim: a bad flag exits 1; a non-loopback target must be named', async () => {
+  it('fleet sim: a bad flag is a usage error (exit 2, as for every command); a non-loopback target must be named', async () => {
     const { runCli } = await import('../cli/main.ts');
     const sink = { write: () => true } as unknown as NodeJS.WritableStream;
-    expect(await runCli(['sim', '--qos', '3', '--telemetry', '1'], {}, { out: sink, err: sink })).toBe(1);
+    expect(await runCli(['sim', '--qos', '3', '--telemetry', '1'], {}, { out: sink, err: sink })).toBe(2);
     // A non-loopback broker from configuration is not loaded unless named with --target.
     const { resolveTarget } = await import('../cli/commands/sim.ts');
     const { loadConfig } = await import('../config/index.ts');

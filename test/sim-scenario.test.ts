@@ -258,6 +258,8 @@ describe('pieces', () => {
       delivered: 0,
       dropped: 0,
       skippedBackpressure: 0,
+      revokedClosed: 0,
+      revokedRefused: 0,
     };
     const report = {
       version: 1 as const,
@@ -379,5 +381,72 @@ describe('storm retries', () => {
       backoffMs: 1000,
     });
     expect(() => parseScenario({ phases: [{ type: 'storm', backoffMs: 5 }] })).toThrow(ScenarioError);
+  });
+});
+
+describe('the report reads at a glance', () => {
+  it.each([
+    [0, 7, [0, 2, 4, 6]],
+    [0, 10, [0, 2, 4, 6, 8, 10]],
+    [0, 35, [0, 10, 20, 30]],
+    [0, 0.9, [0, 0.2, 0.4, 0.6, 0.8]],
+    [3, 61, [20, 40, 60]],
+    [0, 4500, [0, 1000, 2000, 3000, 4000]],
+  ])('ticks from %d to %d are round (1, 2, 5 × 10^n): %j', async (lo, hi, ticks) => {
+    const { niceTicks } = await import('../device-sim/report.ts');
+    expect(niceTicks(lo, hi)).toEqual(ticks);
+  });
+
+  it('a latency chart without a value is left out, and starts at its first value', async () => {
+    const { lineChart } = await import('../device-sim/report.ts');
+    const none = lineChart(
+      'latency',
+      'ms',
+      [
+        {
+          label: 'p50',
+          color: '#000',
+          points: [
+            [0, null],
+            [1, null],
+          ],
+        },
+      ],
+      {
+        trim: true,
+      },
+    );
+    expect(none).toBe('');
+    const late = lineChart(
+      'latency',
+      'ms',
+      [
+        {
+          label: 'p50',
+          color: '#000',
+          points: [
+            [0, null],
+            [1, null],
+            [5, 3],
+            [10, 7],
+          ],
+        },
+      ],
+      { trim: true },
+    );
+    // The time axis starts at 5 s (its first tick), not at 0 s.
+    expect(late).toContain('>5s<');
+    expect(late).not.toContain('>0s<');
+  });
+
+  it('the enrollment note is a sentence, not JSON', async () => {
+    const { enrollmentText } = await import('../device-sim/report.ts');
+    const t = enrollmentText({
+      mode: 'api',
+      why: 'the provisioning service answers at https://localhost:8443',
+      apiUrl: 'https://localhost:8443',
+      station: 'sim-station',
+    });
+    expect(t).toBe('api (the provisioning service answers at https://localhost:8443), station sim-station');
   });
 });
