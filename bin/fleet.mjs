@@ -10,6 +10,20 @@ import { build, staleReason } from '../cli/build.mjs';
 // uncaught exception, least of all while `fleet up` is stopping: the output is lost, the stop goes on.
 for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
 
+// Started by npm or npx (they set npm_command): npm passes SIGINT and SIGTERM on, but when npm itself is
+// killed outright (or npx, which passes nothing on) the server would go on alone, holding its ports and
+// the registry lock. A parent that is gone (this process re-parented) stops it as a SIGTERM would.
+if (process.env.npm_command) {
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    process.stderr.write(`fleet: npm (process ${parent}) is gone; stopping\n`);
+    process.kill(process.pid, 'SIGTERM');
+  }, 1000);
+  watch.unref();
+}
+
 const stale = await staleReason();
 let entry = '../dist/main.js';
 if (stale) {

@@ -286,4 +286,38 @@ describe('stopping', () => {
     expect(await gone).toBe(0);
     expect(existsSync(join(env.FLEET_DATA_DIR!, 'registry.lock'))).toBe(false);
   });
+  it('stops cleanly when the npm or npx that started it is killed outright', async () => {
+    // npx passes no signal on, and a SIGKILLed npm cannot: the server would go on alone with the lock.
+    const parent = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const c = require('node:child_process').spawn(process.execPath, ['bin/fleet.mjs', 'up'], { stdio: ['ignore', 'ignore', 'inherit'] }); process.stdout.write(String(c.pid) + '\\n'); setInterval(() => {}, 1000);",
+      ],
+      { env: { ...env, npm_command: 'exec' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let err = '';
+    parent.stderr!.on('data', (b) => {
+      err += b;
+    });
+    const child = Number(
+      await new Promise<string>((resolve) => parent.stdout!.once('data', (b) => resolve(String(b)))),
+    );
+    const lock = join(env.FLEET_DATA_DIR!, 'registry.lock');
+    for (let i = 0; i < 600 && !err.includes('"broker_started"'); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(lock)).toBe(true);
+    parent.kill('SIGKILL');
+    let alive = true;
+    for (let i = 0; i < 200 && alive; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      try {
+        process.kill(child, 0);
+      } catch {
+        alive = false;
+      }
+    }
+    expect(alive).toBe(false);
+    expect(existsSync(lock)).toBe(false);
+  });
 });
