@@ -3,12 +3,14 @@
  * `npm run bench:cli`: how long `fleet` commands take from a shell, beside `node -e 0` (the floor: a Node
  * start doing nothing) measured in the same run, interleaved, median of N runs with min and max.
  *
- *   node cli/bench/cli.bench.mjs [--runs 10] [--source]
+ *   node cli/bench/cli.bench.mjs [--runs 10] [--source] [--compare DIR]
  *
  * It makes a throwaway data directory, starts `fleet up` there on free ports, issues one device, then times
  * `fleet --help`, `fleet device --help`, and the operator commands against the running system
  * (`device list`, `device show`, `crl`, `expiring`). `--source` adds the same commands run from the
- * TypeScript sources under tsx (how `fleet` ran before the build), for comparison.
+ * TypeScript sources under tsx (how `fleet` ran before the build), for comparison. `--compare DIR` adds
+ * `fleet --help` and `fleet device list` run by another checkout's bin/fleet.mjs (an older commit, say),
+ * against the same running system, interleaved with the rest.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,6 +23,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const args = process.argv.slice(2);
 const runs = Number(args[args.indexOf('--runs') + 1]) || (args.includes('--runs') ? 0 : 10);
 const withSource = args.includes('--source');
+const compare = args.includes('--compare') ? args[args.indexOf('--compare') + 1] : undefined;
 if (!(runs > 0)) throw new Error('--runs N: N must be a positive number');
 
 function freePort() {
@@ -103,7 +106,16 @@ const cases = [
   ['fleet device show dev-1', fleet.concat(['device', 'show', 'dev-1'])],
   ['fleet crl', fleet.concat('crl')],
   ['fleet expiring', fleet.concat('expiring')],
+  // npx's own start (npm's CLI) before it runs bin/fleet.mjs: what `npx fleet` costs on top.
+  ['npx fleet --help', ['npx', 'fleet', '--help']],
 ];
+if (compare) {
+  const other = [process.execPath, join(compare, 'bin', 'fleet.mjs')];
+  cases.push(
+    [`${compare}: fleet --help`, other.concat('--help')],
+    [`${compare}: fleet device list`, other.concat(['device', 'list'])],
+  );
+}
 if (withSource)
   cases.push(
     ['tsx cli/main.ts --help (source)', source.concat('--help')],
@@ -143,7 +155,7 @@ console.log(
 cases.forEach(([name], k) => {
   const t = times[k];
   console.log(
-    `${name.padEnd(40)} ${median(t).toFixed(0).padStart(8)} ${Math.min(...t)
+    `${name.padEnd(width)} ${median(t).toFixed(0).padStart(8)} ${Math.min(...t)
       .toFixed(0)
       .padStart(8)} ${Math.max(...t)
       .toFixed(0)
