@@ -149,8 +149,9 @@ const load = (await import('node:os'))
 console.log(
   `fleet CLI start times, ${runs} runs each, interleaved (ms; Node ${process.version}; load ${load})`,
 );
+const width = Math.max(40, ...cases.map(([n]) => n.length));
 console.log(
-  `${'command'.padEnd(40)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}  × node -e 0`,
+  `${'command'.padEnd(width)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}  × node -e 0`,
 );
 cases.forEach(([name], k) => {
   const t = times[k];
