@@ -1,5 +1,7 @@
 /** Certificate revocation lists (RFC 5280 §5), v2, with CRL number and reason codes. */
 import { verify as verifySignature, type X509Certificate } from 'node:crypto';
+import { CertificateList } from './asn1/rfc5280.ts';
+import { type AnyValue, type Decoded, decode, integer } from './asn1/schema.ts';
 import * as der from './der.ts';
 import { PkiError } from './errors.ts';
 import { OID } from './oids.ts';
@@ -127,16 +129,16 @@ const SIG_HASH: Readonly<Record<string, string | null>> = {
   [OID.ed25519]: null,
 };
 
-function readTime(buf: Buffer, n: der.Node): Date {
-  const s = der.contents(buf, n).toString('latin1');
-  // RFC 5280 §4.1.2.5: UTCTime YYMMDDHHMMSSZ (years 1950-2049), GeneralizedTime YYYYMMDDHHMMSSZ.
-  const m =
-    n.tag === der.TAG.UTC_TIME
-      ? /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s)
-      : /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
+/** RFC 5280 §4.1.2.5: UTCTime YYMMDDHHMMSSZ (years 1950-2049), GeneralizedTime YYYYMMDDHHMMSSZ. */
+function readTime(t: AnyValue): Date {
+  const s = t.contents.toString('latin1');
+  const utc = t.tag === der.TAG.UTC_TIME;
+  const m = (
+    utc ? /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/ : /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/
+  ).exec(s);
   if (!m) throw new PkiError('CRL_INVALID', 'the CRL has a malformed time');
   let year = Number(m[1]);
-  if (n.tag === der.TAG.UTC_TIME) year += year < 50 ? 2000 : 1900;
+  if (utc) year += year < 50 ? 2000 : 1900;
   return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
 }
 
@@ -146,39 +148,31 @@ function readTime(buf: Buffer, n: der.Node): Date {
  * does not verify.
  */
 export function readCrl(crl: Buffer, issuer: X509Certificate): CrlInfo {
+  let list: Decoded<typeof CertificateList>;
   try {
-    const [tbsNode, algNode, sigNode] = der.children(crl, der.expect(der.read(crl), der.TAG.SEQUENCE, 'CRL'));
-    const tbs = der.expect(tbsNode, der.TAG.SEQUENCE, 'tbsCertList');
-    const algOid = der.decodeOid(
-      der.contents(crl, der.children(crl, der.expect(algNode, der.TAG.SEQUENCE, 'algorithm'))[0]!),
-    );
-    const sigBits = der.contents(crl, der.expect(sigNode, der.TAG.BIT_STRING, 'signature'));
-    if (!Object.hasOwn(SIG_HASH, algOid))
-      throw new PkiError('CRL_INVALID', `the CRL is signed with ${algOid}, not supported`);
-    const ok = verifySignature(SIG_HASH[algOid]!, der.whole(crl, tbs), issuer.publicKey, sigBits.subarray(1));
-    if (!ok) throw new PkiError('CRL_INVALID', 'the CRL signature does not verify with the issuing CA');
-    const parts = der.children(crl, tbs);
-    let i = parts[0]?.tag === der.TAG.INTEGER ? 1 : 0; // version (v2) is optional
-    i += 2; // signature algorithm, issuer
-    const thisUpdate = readTime(crl, parts[i++]!);
-    let nextUpdate: Date | undefined;
-    if (parts[i] && (parts[i]!.tag === der.TAG.UTC_TIME || parts[i]!.tag === der.TAG.GENERALIZED_TIME))
-      nextUpdate = readTime(crl, parts[i++]!);
-    let entries = 0;
-    if (parts[i]?.tag === der.TAG.SEQUENCE) entries = der.children(crl, parts[i++]!).length;
-    let crlNumber: bigint | undefined;
-    const extsWrap = parts[i];
-    if (extsWrap && extsWrap.tag === 0xa0) {
-      for (const e of der.children(crl, der.children(crl, extsWrap)[0]!)) {
-        const f = der.children(crl, e);
-        if (der.decodeOid(der.contents(crl, f[0]!)) !== OID.cRLNumber) continue;
-        const octets = der.contents(crl, f[f.length - 1]!);
-        crlNumber = BigInt(`0x${der.contents(octets, der.read(octets)).toString('hex') || '0'}`);
-      }
-    }
-    return { crlNumber, thisUpdate, nextUpdate, entries };
+    list = decode(crl, CertificateList);
   } catch (e) {
-    if (e instanceof PkiError) throw e;
     throw new PkiError('CRL_INVALID', 'this is not a DER CRL', { cause: e });
   }
+  const algOid = list.signatureAlgorithm.algorithm;
+  if (!Object.hasOwn(SIG_HASH, algOid))
+    throw new PkiError('CRL_INVALID', `the CRL is signed with ${algOid}, not supported`);
+  if (!verifySignature(SIG_HASH[algOid]!, list.tbsCertList.der, issuer.publicKey, list.signatureValue.bytes))
+    throw new PkiError('CRL_INVALID', 'the CRL signature does not verify with the issuing CA');
+  const tbs = list.tbsCertList;
+  let crlNumber: bigint | undefined;
+  for (const e of tbs.crlExtensions ?? []) {
+    if (e.extnID !== OID.cRLNumber) continue;
+    try {
+      crlNumber = BigInt(`0x${decode(e.extnValue, integer()).toString('hex')}`);
+    } catch (cause) {
+      throw new PkiError('CRL_INVALID', 'the CRL number is not an INTEGER', { cause });
+    }
+  }
+  return {
+    crlNumber,
+    thisUpdate: readTime(tbs.thisUpdate),
+    nextUpdate: tbs.nextUpdate ? readTime(tbs.nextUpdate) : undefined,
+    entries: tbs.revokedCertificates?.length ?? 0,
+  };
 }

@@ -71,3 +71,28 @@ export const Certificate = sequence('Certificate', {
   signatureAlgorithm: AlgorithmIdentifier,
   signatureValue: bitString(),
 });
+
+/** §5.1: a CRL entry; the serial as its INTEGER bytes, the extensions (reason code) as they came. */
+export const RevokedCertificate = sequence('RevokedCertificate', {
+  userCertificate: integer(),
+  revocationDate: Time,
+  crlEntryExtensions: optional(Extensions),
+});
+
+/** §5.1.2: the entries are counted (sequenceOf), the issuer kept whole (deferred). */
+export const TBSCertList = sequence('TBSCertList', {
+  version: optional(smallInteger()),
+  signature: AlgorithmIdentifier,
+  issuer: deferred(Name),
+  thisUpdate: Time,
+  nextUpdate: optional(Time),
+  revokedCertificates: optional(sequenceOf('RevokedCertificates', RevokedCertificate)),
+  crlExtensions: optional(explicit(0, Extensions)),
+});
+
+/** §5.1 */
+export const CertificateList = sequence('CertificateList', {
+  tbsCertList: TBSCertList,
+  signatureAlgorithm: AlgorithmIdentifier,
+  signatureValue: bitString(),
+});
