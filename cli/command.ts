@@ -71,21 +71,32 @@ export function groupHelp(name: string, about: string, subs: Record<string, SubC
   ].join('\n');
 }
 
-/** A command made of subcommands: the first argument names one. */
-export function dispatch(name: string, about: string, subs: Record<string, SubCommand>): Command {
+/**
+ * A command made of subcommands: the first argument names one. With `defaultSub`, a command line that
+ * names none (nothing, or flags only) runs that one (`fleet console` prints a link).
+ */
+export function dispatch(
+  name: string,
+  about: string,
+  subs: Record<string, SubCommand>,
+  opts: { defaultSub?: string } = {},
+): Command {
   const help = groupHelp(name, about, subs);
   return {
     help,
     subcommands: subs,
     async run(ctx) {
-      const [sub, ...rest] = ctx.argv;
-      if (sub === undefined) {
-        ctx.err.write(help);
-        return 2;
-      }
+      let [sub, ...rest] = ctx.argv;
       if (sub === '-h' || sub === '--help') {
         ctx.out.write(help);
         return 0;
+      }
+      if (opts.defaultSub && (sub === undefined || sub.startsWith('-'))) {
+        [sub, rest] = [opts.defaultSub, ctx.argv];
+      }
+      if (sub === undefined) {
+        ctx.err.write(help);
+        return 2;
       }
       // Own properties only: `fleet device constructor` is an unknown subcommand, not Object's constructor.
       const s = Object.hasOwn(subs, sub) ? subs[sub] : undefined;

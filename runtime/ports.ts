@@ -19,11 +19,14 @@ interface PortUse {
 /** The ports the services will listen on, with the variable that sets each. Port 0 (any free one) is left out. */
 export function portsOf(config: FleetConfig, which: readonly ServiceName[]): PortUse[] {
   const uses: PortUse[] = [];
-  if (which.includes('provisioning'))
+  if (which.includes('provisioning')) {
     uses.push(
       { variable: 'FLEET_API_PORT', port: config.apiPort, what: 'the provisioning API' },
       { variable: 'FLEET_PUBLIC_PORT', port: config.publicPort, what: 'CRL/OCSP (public HTTP)' },
     );
+    if (config.console)
+      uses.push({ variable: 'FLEET_CONSOLE_PORT', port: config.console.port, what: 'the operator console' });
+  }
   if (which.includes('broker'))
     uses.push(
       { variable: 'FLEET_MQTT_PORT', port: config.mqttPort, what: 'the MQTT broker' },

@@ -86,6 +86,7 @@ beforeAll(async () => {
     FLEET_PUBLIC_PORT: String(await freePort()),
     FLEET_MQTT_PORT: String(await freePort()),
     FLEET_METRICS_PORT: String(await freePort()),
+    FLEET_CONSOLE_PORT: String(await freePort()),
     FLEET_LOG_FORMAT: 'json',
   };
   up = spawn(process.execPath, ['bin/fleet.mjs', 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -191,10 +192,17 @@ describe('a second fleet up', () => {
   it.each([
     ['FLEET_MQTT_PORT', 'broker'],
     ['FLEET_PUBLIC_PORT', 'up'],
+    ['FLEET_CONSOLE_PORT', 'up'],
   ])('names %s when only that port is taken (fleet %s)', async (variable, command) => {
     const fresh = join(dir, `third-${variable}`);
     const others: Record<string, string> = {};
-    for (const v of ['FLEET_API_PORT', 'FLEET_PUBLIC_PORT', 'FLEET_MQTT_PORT', 'FLEET_METRICS_PORT'])
+    for (const v of [
+      'FLEET_API_PORT',
+      'FLEET_PUBLIC_PORT',
+      'FLEET_MQTT_PORT',
+      'FLEET_METRICS_PORT',
+      'FLEET_CONSOLE_PORT',
+    ])
       others[v] = v === variable ? env[v]! : String(await freePort());
     const out = new Capture();
     const code = await runCli(

@@ -45,6 +45,7 @@ const env = {
   FLEET_PUBLIC_PORT: String(await freePort()),
   FLEET_MQTT_PORT: String(await freePort()),
   FLEET_METRICS_PORT: String(await freePort()),
+  FLEET_CONSOLE_PORT: String(await freePort()),
   FLEET_LOG_FORMAT: 'json',
   FLEET_LOG_LEVEL: 'warn',
 };

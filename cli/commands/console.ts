@@ -7,11 +7,10 @@
  * Unlike the other operator commands it never starts the service in-process: a link is only worth
  * something while a console serves it, so with nothing running it says to start one.
  */
-import { parseArgs } from 'node:util';
 import { FleetError } from '../../pki/errors.ts';
 import { isUnreachable } from '../../provisioning/client.ts';
 import { type Json, withApi } from '../api.ts';
-import { type Command, type CommandContext, UsageError } from '../command.ts';
+import { type CommandContext, dispatch, type SubCommand } from '../command.ts';
 
 async function call(
   ctx: CommandContext,
@@ -36,21 +35,17 @@ function write(ctx: CommandContext, json: unknown, text: string): void {
   ctx.out.write(ctx.config.json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
 }
 
-export const command: Command = {
-  async run(ctx) {
-    let parsed: ReturnType<typeof parseArgs>;
-    try {
-      parsed = parseArgs({
-        args: ctx.argv,
-        allowPositionals: true,
-        strict: true,
-        options: { data: { type: 'string' }, json: { type: 'boolean' }, operator: { type: 'string' } },
-      });
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    const [sub] = parsed.positionals;
-    if (sub === undefined) {
+const subs: Record<string, SubCommand> = {
+  link: {
+    spec: {
+      name: 'console link',
+      summary: 'a one-time sign-in link to the console for this operator (what `fleet console` alone does)',
+      description:
+        'Asks the running provisioning service (never one started in-process: a link is only worth something\n' +
+        'while a console serves it). The link works once, for FLEET_CONSOLE_LINK_MINUTES (default 10).',
+      examples: ['fleet console'],
+    },
+    async run(ctx) {
       const r = await call(ctx, 'POST', '/v1/console/links');
       write(
         ctx,
@@ -65,8 +60,15 @@ export const command: Command = {
         ].join('\n'),
       );
       return 0;
-    }
-    if (sub === 'sessions') {
+    },
+  },
+  sessions: {
+    spec: {
+      name: 'console sessions',
+      summary: 'the live console sessions: operator, since, last request, address',
+      examples: ['fleet console sessions'],
+    },
+    async run(ctx) {
       const r = await call(ctx, 'GET', '/v1/console/sessions');
       write(
         ctx,
@@ -81,13 +83,29 @@ export const command: Command = {
           : 'no live console sessions',
       );
       return 0;
-    }
-    if (sub === 'revoke-sessions') {
-      const operator = parsed.values['operator'];
+    },
+  },
+  'revoke-sessions': {
+    spec: {
+      name: 'console revoke-sessions',
+      summary: "end every console session of an operator (a lost laptop): this one's unless --operator",
+      flags: {
+        operator: { type: 'string', arg: 'ID', help: 'the operator whose sessions end', default: 'this one' },
+      },
+      examples: ['fleet console revoke-sessions --operator alice'],
+    },
+    async run(ctx, { values }) {
+      const operator = values['operator'];
       const r = await call(ctx, 'POST', '/v1/console/sessions/revoke', operator ? { operator } : {});
       write(ctx, r, `ended ${r.sessionsEnded} console session(s) of operator ${r.operator}`);
       return 0;
-    }
-    throw new UsageError('console takes no subcommand, or sessions, or revoke-sessions [--operator ID]');
+    },
   },
 };
+
+export const command = dispatch(
+  'console',
+  'The operator console in the browser: `fleet console` prints a one-time sign-in link for the operator\nwhose credential this CLI holds (data/operator/); its sessions can be listed and ended.',
+  subs,
+  { defaultSub: 'link' },
+);
