@@ -42,7 +42,8 @@ async function fleet(...args: string[]) {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'fleet-opcli-'));
-  env = { FLEET_LOG_LEVEL: 'warn' };
+  // Any free console port: the default 8444 collides with any other Fleet on the machine.
+  env = { FLEET_LOG_LEVEL: 'warn', FLEET_CONSOLE_PORT: '0' };
   expect((await fleet('init')).code).toBe(0);
   const config = loadConfig({ ...env }, { data: dir });
   service = await startProvisioning({ ...config, apiPort: 0, publicPort: 0 });

@@ -44,7 +44,8 @@ function startChild(env: Record<string, string>): Promise<Child> {
     proc.stderr!.on('data', (d) => {
       errText += d;
     });
-    proc.stdout!.on('data', (d: Buffer) => {
+    // Log lines go to stderr (stdout is for what a command answers); the listening line is one of them.
+    proc.stderr!.on('data', (d: Buffer) => {
       buf += d.toString();
       for (const line of buf.split('\n')) {
         if (!line.includes('provisioning_listening')) continue;
@@ -84,6 +85,8 @@ describe.each(backends('provcrash'))('crash mid-batch on $name', (backend) => {
       FLEET_DATA_DIR: dir,
       FLEET_API_PORT: '0',
       FLEET_PUBLIC_PORT: '0',
+      // Any free port: the default 8444 collides with any other Fleet on the machine.
+      FLEET_CONSOLE_PORT: '0',
       FLEET_LOG_LEVEL: 'info',
       FLEET_CA_PASSPHRASE: 'crash-test-passphrase-0123456789',
     };
