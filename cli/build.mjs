@@ -61,7 +61,7 @@ export async function build({ quiet = false, clean = true } = {}) {
     splitting: true,
     format: 'esm',
     platform: 'node',
-    target: 'node20.18',
+    target: 'node20.19',
     packages: 'external',
     sourcemap: 'linked',
     metafile: true,
