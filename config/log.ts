@@ -21,6 +21,7 @@ const QUIET_EVENTS = new Set([
   'registry_migrated',
   'registry_closed',
   'provisioning_listening',
+  'console_listening',
   'broker_started',
   'broker_stopped',
   'subject_cache_warmed',

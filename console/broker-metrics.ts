@@ -43,6 +43,8 @@ export function parseCounters(text: string): Map<string, number> {
 export class BrokerMetricsReader {
   private readonly samples = new Map<string, Sample[]>();
   private readonly status = new Map<string, { ok: boolean; error?: string }>();
+  /** Nodes whose outage has been logged (once per outage). */
+  private readonly warned = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -77,13 +79,20 @@ export class BrokerMetricsReader {
       while (list.length > 2 && Date.now() - list[1]!.at > 60_000) list.shift();
       this.samples.set(url, list);
       this.status.set(url, { ok: true });
+      this.warned.delete(url);
     } catch (e) {
       const error = (e as { code?: string }).code ?? (e as Error).message;
-      if (this.status.get(url)?.ok !== false)
+      // A node never read before gets until the next read: `fleet up` starts the broker after the console
+      // (the first read comes before the broker listens), and that is no outage. A node that was read,
+      // or still is not at the second try, is warned of once per outage; the overview shows it either way.
+      const neverRead = !this.status.has(url);
+      if (!neverRead && !this.warned.has(url)) {
+        this.warned.add(url);
         this.log.warn(
           { event: 'console_broker_metrics_unreachable', url, error },
           'broker metrics unreachable',
         );
+      }
       this.status.set(url, { ok: false, error });
     }
   }

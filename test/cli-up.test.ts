@@ -13,6 +13,7 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../cli/main.ts';
+import { prettyLine } from '../config/log.ts';
 import { openssl, opensslCsr } from './helpers/pki.ts';
 
 class Capture extends Writable {
@@ -109,6 +110,16 @@ afterAll(async () => {
 });
 
 describe('fleet up on a fresh data directory', () => {
+  it('starts quietly: on a terminal (pretty logs) the banner and nothing else, no warning', async () => {
+    // Before: a WARN that the broker's metrics were unreachable (the console read them before the broker
+    // had started) and an INFO console_listening line, around the banner of every start.
+    await new Promise((r) => setTimeout(r, 300));
+    const lines = stderr.split('\n').filter((l) => l.startsWith('{'));
+    expect(lines.length).toBeGreaterThan(3);
+    expect(lines.map((l) => prettyLine(l, false)).filter((l) => l !== '')).toEqual([]);
+    expect(lines.filter((l) => JSON.parse(l).level >= 40)).toEqual([]);
+  });
+
   it('says where it listens: loopback unless told otherwise', () => {
     expect(stdout).toContain('listening on            localhost (loopback only;');
     expect(stdout).toContain(`mqtts://localhost:${env.FLEET_MQTT_PORT}`);

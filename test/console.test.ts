@@ -6,14 +6,18 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { sql } from 'drizzle-orm';
+import pino from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../cli/main.ts';
 import { consoleConfig } from '../config/index.ts';
+import { BrokerMetricsReader } from '../console/broker-metrics.ts';
 import { sessionAfter } from '../console/routes.ts';
 import { createConsoleLink, dbOf } from '../registry/console.ts';
 import {
@@ -300,5 +304,58 @@ describe('the session report after an action', () => {
     expect(sessionAfter(t(5), [row(1, 3)]).state).toBe('none');
     expect(sessionAfter(t(5), [row(7, null), row(1, 3)]).state).toBe('none');
     expect(sessionAfter(t(5), [])).toMatchObject({ state: 'none' });
+  });
+});
+
+describe('the broker metrics reader', () => {
+  /** A reader of `url` every `everyMs` whose warnings land in `lines`. */
+  function reader(url: string, everyMs = 50) {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino(
+      { level: 'info' },
+      { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
+    );
+    return { r: new BrokerMetricsReader([url], log, everyMs), lines };
+  }
+  const warnings = (lines: Record<string, unknown>[]) =>
+    lines.filter((l) => l['event'] === 'console_broker_metrics_unreachable');
+  const closedPort = async () => {
+    const s = createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    const port = (s.address() as AddressInfo).port;
+    await new Promise((r) => s.close(r));
+    return port;
+  };
+
+  it('says nothing of a broker not up yet at its first read (fleet up starts the broker after the console)', async () => {
+    // One read only (the next is a minute away): wait until it has failed.
+    const { r, lines } = reader(`http://127.0.0.1:${await closedPort()}/metrics`, 60_000);
+    r.start();
+    for (let i = 0; i < 100 && r.rates().nodes[0]?.error !== 'ECONNREFUSED'; i++)
+      await new Promise((res) => setTimeout(res, 20));
+    r.stop();
+    // Its state is known all the same, for the overview.
+    expect(r.rates().nodes[0]).toEqual({ url: expect.any(String), ok: false, error: 'ECONNREFUSED' });
+    expect(warnings(lines)).toEqual([]);
+  });
+
+  it('warns once of a broker still unreachable at the next read, and at once of one that went away', async () => {
+    const down = reader(`http://127.0.0.1:${await closedPort()}/metrics`);
+    down.r.start();
+    await new Promise((res) => setTimeout(res, 300));
+    down.r.stop();
+    expect(warnings(down.lines)).toHaveLength(1);
+
+    const server = createHttpServer((_req, res) => res.end('fleet_mqtt_connects_total 1\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const up = reader(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`);
+    up.r.start();
+    await new Promise((res) => setTimeout(res, 120));
+    expect(warnings(up.lines)).toEqual([]);
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await new Promise((res) => setTimeout(res, 120));
+    up.r.stop();
+    expect(warnings(up.lines)).toHaveLength(1);
   });
 });
