@@ -128,6 +128,19 @@ export function enrollmentText(e: unknown): string {
   return parts.join(', ');
 }
 
+/**
+ * Where the devices' keys and certificates are, and how many this run enrolled (the rest were cached by
+ * earlier runs): `/data/sim/identities-P-256 (2 enrolled by this run, 3 from earlier runs)`.
+ */
+export function identitiesText(r: Pick<RunReport, 'devices' | 'notes'>): string | undefined {
+  const dir = r.notes?.['identities'];
+  if (typeof dir !== 'string') return undefined;
+  const enrolled = r.notes?.['enrolledThisRun'];
+  if (typeof enrolled !== 'number') return `identities: ${dir}`;
+  const earlier = Math.max(0, r.devices - enrolled);
+  return `identities: ${dir} (${fmt(enrolled)} enrolled by this run, ${fmt(earlier)} from earlier runs)`;
+}
+
 /** What a phase came to: ok, or the problems, with the figures a reader looks for first. */
 export interface Verdict {
   readonly phase: string;
@@ -271,6 +284,8 @@ export function textSummary(r: RunReport): string {
   out.push(`observer: ${r.observer}`);
   const enrollment = r.notes?.['enrollment'];
   if (enrollment) out.push(`enrollment: ${enrollmentText(enrollment)}`);
+  const identities = identitiesText(r);
+  if (identities) out.push(identities);
   out.push('', ...summaryLines(r));
   for (const p of r.phases) {
     const c = p.counts;
@@ -576,7 +591,7 @@ td.l,th.l{text-align:left}ul.checks{list-style:none;padding-left:4px}
 <p>${esc(r.startedAt)} · ${(r.durationMs / 1000).toFixed(1)} s · ${esc(r.keyType)} keys · ${r.workers} worker(s) ·
 ${r.sourceAddresses || 'default'} source address(es) · observer: ${esc(r.observer)}</p>
 ${summaryHtml(r)}
-${r.notes ? notesHtml(r.notes) : ''}
+${r.notes ? notesHtml(r) : ''}
 ${sections.join('\n')}
 </body></html>
 `;
@@ -631,9 +646,12 @@ function summaryHtml(r: RunReport): string {
 }
 
 /** Notes a caller attached (the bench's broker CPU per phase): a list of rows as a table, the rest as lines. */
-function notesHtml(notes: Record<string, unknown>): string {
+function notesHtml(r: RunReport): string {
   const parts: string[] = [];
-  for (const [key, value] of Object.entries(notes)) {
+  const identities = identitiesText(r);
+  if (identities) parts.push(`<p>${esc(identities)}</p>`);
+  for (const [key, value] of Object.entries(r.notes ?? {})) {
+    if (key === 'identities' || key === 'enrolledThisRun') continue;
     const rows =
       Array.isArray(value) && value.every((v) => v !== null && typeof v === 'object') ? value : undefined;
     if (rows && rows.length > 0) {

@@ -307,6 +307,26 @@ describe('pieces', () => {
     expect(html).toContain('<svg');
     expect(html).not.toContain('<script');
     expect(html).not.toMatch(/(src|href)=["']https?:/);
+
+    // The notes `fleet sim` attaches read as sentences, the same in the text and the HTML (before: the HTML
+    // had `identities: /path` and `enrolledThisRun: 1` as raw keys).
+    const noted = {
+      ...report,
+      devices: 5,
+      notes: {
+        identities: '/d/sim/identities-P-256',
+        enrolledThisRun: 2,
+        enrollment: { mode: 'api', why: 'the provisioning service answers at https://localhost:8443' },
+      },
+    };
+    const line = 'identities: /d/sim/identities-P-256 (2 enrolled by this run, 3 from earlier runs)';
+    expect(textSummary(noted)).toContain(`\n${line}\n`);
+    const notedHtml = htmlReport(noted);
+    expect(notedHtml).toContain(`<p>${line}</p>`);
+    expect(notedHtml).not.toContain('enrolledThisRun');
+    expect(notedHtml).toContain(
+      '<p>enrollment: api (the provisioning service answers at https://localhost:8443)</p>',
+    );
   });
 });
 
