@@ -27,6 +27,7 @@ import { type BrokerMetrics, createMetrics, serveMetrics } from './metrics.ts';
 import { createMq } from './mq.ts';
 import { loadPolicyFile, type Policy } from './policy.ts';
 import { PresenceBatcher } from './presence.ts';
+import { trustedBalancers } from './proxy-protocol.ts';
 import type { BrokerRegistry } from './registry.ts';
 import { ServerCertificate, type ServerCredentials } from './server-certificate.ts';
 import { SessionTable } from './sessions.ts';
@@ -49,6 +50,12 @@ export interface BrokerConfig {
     /** Extra DNS names / IPs for an issued server certificate (localhost, loopback and the host name always). */
     readonly serverNames: readonly string[];
     readonly handshakeTimeoutMs: number;
+    /**
+     * Time from accept to the connection's first TLS byte, far less than a handshake's: a client writes its
+     * ClientHello as soon as TCP is up, so only a silent connection waits this long, and it holds a
+     * handshake slot no longer than this (issue 9 item 4).
+     */
+    readonly firstByteTimeoutMs: number;
     readonly sessionTimeoutS: number;
     /** 48 bytes shared by all nodes so a ticket resumes on any node. */
     readonly ticketKeys?: Buffer | undefined;
@@ -72,6 +79,14 @@ export interface BrokerConfig {
      * kernel's accept queue until it times out (the event loop finishes fewer handshakes than arrive).
      */
     readonly maxHandshakesInFlight: number;
+    /**
+     * Per source (an IPv4 address, an IPv6 /64), checked before the totals above so that one source
+     * cannot spend them: handshakes in flight, and a token bucket of new connections (issue 9 item 4).
+     * Devices behind one NAT address share these; raise them for such a site (0 disables either).
+     */
+    readonly maxHandshakesPerSource: number;
+    readonly connectRatePerSourcePerS: number;
+    readonly connectBurstPerSource: number;
     /** listen(2) backlog: room for a storm's burst of SYNs while handshakes are admitted. */
     readonly listenBacklog: number;
     readonly maxPacketBytes: number;
@@ -109,9 +124,12 @@ export interface BrokerConfig {
   readonly skipSysConnectNotices: boolean;
   /**
    * Read a PROXY protocol (v1/v2) header before TLS on every connection and take the device's address
-   * from it (behind HAProxy's send-proxy-v2). Off: no header is ever read. On: one is required.
+   * from it (behind HAProxy's send-proxy-v2). Off: no header is ever read. On: only the balancers in
+   * `proxyTrustedBalancers` may connect, and each of their connections must start with a header.
    */
   readonly proxyProtocol: boolean;
+  /** The balancers' addresses or CIDR blocks whose PROXY headers are believed; required with proxyProtocol. */
+  readonly proxyTrustedBalancers: readonly string[];
 }
 
 export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
@@ -121,6 +139,7 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
   tls: Object.freeze({
     serverNames: [],
     handshakeTimeoutMs: 10_000,
+    firstByteTimeoutMs: 2_000,
     sessionTimeoutS: 3600,
     watchIntervalMs: 5_000,
     clientVerification: 'cached',
@@ -130,6 +149,9 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
     connectRatePerS: 500,
     connectBurst: 1000,
     maxHandshakesInFlight: 256,
+    maxHandshakesPerSource: 32,
+    connectRatePerSourcePerS: 50,
+    connectBurstPerSource: 100,
     listenBacklog: 4096,
     maxPacketBytes: 256 * 1024,
     keepaliveMinS: 5,
@@ -149,6 +171,7 @@ export const DEFAULT_BROKER_CONFIG: BrokerConfig = Object.freeze({
   metrics: Object.freeze({ port: 9464, host: '::' }),
   skipSysConnectNotices: true,
   proxyProtocol: false,
+  proxyTrustedBalancers: Object.freeze([]),
 });
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> : T[K] };
@@ -171,6 +194,15 @@ export function brokerConfig(o: DeepPartial<BrokerConfig> = {}): BrokerConfig {
   }
   if (c.limits.keepaliveMinS > c.limits.keepaliveMaxS) {
     throw new Error('broker config: limits.keepaliveMinS is above limits.keepaliveMaxS');
+  }
+  // Fail closed: with no balancer named, a PROXY header could only be believed from anyone.
+  if (c.proxyProtocol && c.proxyTrustedBalancers.length === 0) {
+    throw new Error('broker config: proxyProtocol needs proxyTrustedBalancers (the balancers’ addresses)');
+  }
+  try {
+    trustedBalancers(c.proxyTrustedBalancers);
+  } catch (err) {
+    throw new Error(`broker config: proxyTrustedBalancers: ${(err as Error).message}`);
   }
   return Object.freeze(c);
 }
@@ -287,15 +319,20 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   });
   const aedes = engine.aedes;
 
-  const { server, listener } = tlsAdmission({
+  const admission = tlsAdmission({
     serverOptions: certificate.serverOptions(),
     limits: lim,
+    firstByteTimeoutMs: config.tls.firstByteTimeoutMs,
     verifier: verification.verifier,
-    proxyProtocol: config.proxyProtocol ? { timeoutMs: config.tls.handshakeTimeoutMs } : undefined,
+    // A balancer writes the header at once, before the device's first TLS byte: the first-byte bound.
+    proxyProtocol: config.proxyProtocol
+      ? { timeoutMs: config.tls.firstByteTimeoutMs, trusted: config.proxyTrustedBalancers }
+      : undefined,
     handOff: (sock) => engine.handle(sock),
     metrics,
     log,
   });
+  const { server, listener } = admission;
 
   const live = new LiveRevocation({
     registry,
@@ -366,6 +403,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       live.stopResync();
       certificate.unwatch();
       const closing = new Promise<void>((resolve) => listener.close(() => resolve()));
+      admission.closePending();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await closing;
       if (metricsServer) {

@@ -7,17 +7,12 @@
  * TLS server, and makes the device's address the TLS socket's `remoteAddress`, so presence, logs and the
  * clone detector see the device and not the balancer.
  *
- * Opt-in and all-or-nothing: when enabled, a connection without a valid header is refused (a device that
- * bypasses the balancer cannot then claim an address), and when disabled no header is ever read (a
- * device cannot forge one). A refused header is a typed ProxyHeaderError, logged and counted by reason.
+ * Opt-in and all-or-nothing: when enabled, only the configured balancers may connect (anyone else is
+ * refused and closed at accept, before a byte is read: a header from them would be a forged address) and
+ * each of their connections must start with a valid header; when disabled no header is ever read (a
+ * device cannot forge one). A refused connection is a typed ProxyHeaderError, logged and counted by reason.
  */
-import {
-  isIPv4,
-  isIPv6,
-  type Server as NetServer,
-  createServer as netCreateServer,
-  type Socket,
-} from 'node:net';
+import { BlockList, isIP, isIPv4, isIPv6, type Socket } from 'node:net';
 import type { TLSSocket, Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
@@ -37,7 +32,12 @@ export type ProxyHeaderFailure =
   /** The header did not arrive completely within the time allowed. */
   | 'timeout'
   /** The peer closed (or reset) before the header was complete. */
-  | 'incomplete';
+  | 'incomplete'
+  /**
+   * The peer is not a configured balancer: nothing it sends is read, a header included (it could claim
+   * any address), and it is closed at accept.
+   */
+  | 'untrusted';
 
 export class ProxyHeaderError extends FleetError {
   readonly reason: ProxyHeaderFailure;
@@ -229,19 +229,11 @@ function ipv6(b: Buffer, o: number): string {
   return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
 }
 
-// ------------------------------------------------------------------------------------------ the listener
+// ------------------------------------------------------------------------------------------ on a socket
 
 /** The header a raw socket arrived with, for the TLS socket built on it. */
 const PROXIED = Symbol('fleet.proxyHeader');
 type ProxiedSocket = Socket & { [PROXIED]?: ProxyHeader };
-
-export interface ProxyListenerOptions {
-  /** Time allowed for the whole header to arrive (the TLS handshake timeout starts after it). */
-  readonly timeoutMs: number;
-  readonly maxV2Bytes?: number;
-  /** Called for every refused connection (log and count it); the socket is destroyed after. */
-  readonly onRefused: (err: ProxyHeaderError, socket: Socket) => void;
-}
 
 /** The PROXY header a connection came with, if it came through a PROXY-protocol listener. */
 export function proxyHeaderOf(sock: Socket): ProxyHeader | undefined {
@@ -249,7 +241,7 @@ export function proxyHeaderOf(sock: Socket): ProxyHeader | undefined {
 }
 
 /** Makes `sock` report the proxied source as its peer (remoteAddress, remotePort, remoteFamily). */
-function presentSource(sock: Socket, h: ProxyHeader): void {
+export function presentSource(sock: Socket, h: ProxyHeader): void {
   const s = h.source;
   if (!s) return;
   Object.defineProperties(sock, {
@@ -260,106 +252,145 @@ function presentSource(sock: Socket, h: ProxyHeader): void {
 }
 
 /**
- * A plain TCP server that reads each connection's PROXY header and then passes the socket, with the bytes
- * after the header, to `tls` as if `tls` had accepted it. Listen on the returned server instead of `tls`;
- * `tls.maxConnections` is applied here (the TLS server does not listen itself).
+ * The balancers whose PROXY headers are believed: addresses and CIDR blocks (`10.0.0.7`, `10.0.0.0/24`,
+ * `2001:db8::/64`). Anyone else who reaches the port could otherwise claim any address (issue 9 item 8).
+ * Throws on an entry that is neither; an IPv4-mapped IPv6 peer (`::ffff:10.0.0.7`, what a `::` listener
+ * reports for IPv4) is matched as the IPv4 address it is.
  */
-export function proxyProtocolListener(tls: TlsServer, opts: ProxyListenerOptions): NetServer {
+export function trustedBalancers(entries: readonly string[]): (address: string | undefined) => boolean {
+  const list = new BlockList();
+  for (const e of entries) {
+    const [addr = '', bits, extra] = e.split('/');
+    const v = isIP(addr);
+    const type = v === 4 ? 'ipv4' : 'ipv6';
+    const max = v === 4 ? 32 : 128;
+    if (v === 0 || extra !== undefined)
+      throw new Error(`${JSON.stringify(e)} is not an IP address or CIDR block`);
+    if (bits === undefined) list.addAddress(addr, type);
+    else {
+      const n = /^\d{1,3}$/.test(bits) ? Number(bits) : Number.NaN;
+      if (!(n >= 0 && n <= max)) throw new Error(`${JSON.stringify(e)}: the prefix length must be 0-${max}`);
+      list.addSubnet(addr, n, type);
+    }
+  }
+  return (address) => {
+    if (!address) return false;
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+    const a = mapped ? mapped[1]! : address;
+    const v = isIP(a);
+    return v !== 0 && list.check(a, v === 4 ? 'ipv4' : 'ipv6');
+  };
+}
+
+export interface ReadHeaderOptions {
+  /** Time allowed for the whole header to arrive (a balancer writes it at once, before any TLS byte). */
+  readonly timeoutMs: number;
+  readonly maxV2Bytes?: number;
+}
+
+/**
+ * Reads the PROXY header at the start of `sock` (a raw TCP socket from a trusted balancer). Calls `done`
+ * with the header once it is complete, the bytes after it put back on the socket for TLS and the socket
+ * reporting the proxied source as its peer; or `refused` with the typed error, once (the caller closes).
+ */
+export function readProxyHeader(
+  sock: Socket,
+  opts: ReadHeaderOptions,
+  done: (header: ProxyHeader) => void,
+  refused: (err: ProxyHeaderError) => void,
+): void {
   const maxV2 = opts.maxV2Bytes ?? DEFAULT_MAX_V2_BYTES;
-  // The TLS socket is built inside the TLS server's own 'connection' listener and reads its peer address
-  // from the kernel; give it the proxied one before anything (aedes, logs, presence) reads it.
+  let buf: Buffer = Buffer.alloc(0);
+  let settled = false;
+  const timer = setTimeout(
+    () => refuse(new ProxyHeaderError('timeout', `no complete header within ${opts.timeoutMs} ms`)),
+    opts.timeoutMs,
+  );
+  timer.unref();
+  const cleanup = () => {
+    settled = true;
+    clearTimeout(timer);
+    sock.off('readable', onReadable);
+    sock.off('end', onEnd);
+    sock.off('close', onEnd);
+    sock.off('error', onEnd);
+  };
+  const refuse = (err: ProxyHeaderError) => {
+    if (settled) return;
+    cleanup();
+    refused(err);
+  };
+  const onEnd = () =>
+    refuse(new ProxyHeaderError('incomplete', 'the connection closed before the header was complete'));
+  const onReadable = () => {
+    let chunk: Buffer | null;
+    // biome-ignore lint/suspicious/noAssignInExpressions: the stream read loop
+    while (!settled && (chunk = sock.read() as Buffer | null) !== null) {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      let r: ParseResult;
+      try {
+        r = parseProxyHeader(buf, maxV2);
+      } catch (err) {
+        return refuse(err as ProxyHeaderError);
+      }
+      if (!r.done) continue;
+      cleanup();
+      // The rest is the start of the TLS handshake: put it back for the TLS socket (it reads a wrapped
+      // socket's buffered bytes first).
+      if (buf.length > r.length) sock.unshift(buf.subarray(r.length));
+      (sock as ProxiedSocket)[PROXIED] = r.header;
+      presentSource(sock, r.header);
+      done(r.header);
+      return;
+    }
+  };
+  sock.on('readable', onReadable);
+  sock.on('end', onEnd);
+  sock.on('close', onEnd);
+  sock.on('error', onEnd);
+}
+
+/**
+ * Makes every TLS socket of `tls` built on a proxied raw socket report the proxied source: the TLS socket
+ * reads its peer address from the kernel, so give it the header's before anything (aedes, logs, presence)
+ * reads it.
+ */
+export function adoptProxiedSource(tls: TlsServer): void {
   const adopt = (sock: TLSSocket) => {
     const h = proxyHeaderOf(sock);
     if (h) presentSource(sock, h);
   };
   tls.prependListener('secureConnection', adopt);
   tls.prependListener('tlsClientError', (_err: Error, sock: TLSSocket) => adopt(sock));
-
-  const server = netCreateServer({ noDelay: true }, (raw) => {
-    const sock = raw as ProxiedSocket;
-    let buf: Buffer = Buffer.alloc(0);
-    let settled = false;
-    const timer = setTimeout(
-      () => refuse(new ProxyHeaderError('timeout', `no complete header within ${opts.timeoutMs} ms`)),
-      opts.timeoutMs,
-    );
-    timer.unref();
-    const cleanup = () => {
-      settled = true;
-      clearTimeout(timer);
-      sock.off('readable', onReadable);
-      sock.off('end', onEnd);
-      sock.off('close', onEnd);
-      sock.off('error', onError);
-    };
-    const refuse = (err: ProxyHeaderError) => {
-      if (settled) return;
-      cleanup();
-      sock.on('error', () => {});
-      try {
-        opts.onRefused(err, sock);
-      } finally {
-        sock.destroy();
-      }
-    };
-    const onEnd = () =>
-      refuse(new ProxyHeaderError('incomplete', 'the connection closed before the header was complete'));
-    const onError = () => onEnd();
-    const onReadable = () => {
-      let chunk: Buffer | null;
-      // biome-ignore lint/suspicious/noAssignInExpressions: the stream read loop
-      while (!settled && (chunk = sock.read() as Buffer | null) !== null) {
-        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-        let r: ParseResult;
-        try {
-          r = parseProxyHeader(buf, maxV2);
-        } catch (err) {
-          return refuse(err as ProxyHeaderError);
-        }
-        if (!r.done) continue;
-        cleanup();
-        // The rest is the start of the TLS handshake: put it back for the TLS socket (it reads a wrapped
-        // socket's buffered bytes first).
-        if (buf.length > r.length) sock.unshift(buf.subarray(r.length));
-        sock[PROXIED] = r.header;
-        presentSource(sock, r.header);
-        tls.emit('connection', sock);
-        return;
-      }
-    };
-    sock.on('readable', onReadable);
-    sock.on('end', onEnd);
-    sock.on('close', onEnd);
-    sock.on('error', onError);
-  });
-  server.maxConnections = tls.maxConnections;
-  server.on('drop', (d) => tls.emit('drop', d));
-  return server;
 }
 
 const REFUSED_METRIC = 'fleet_broker_proxy_header_refused_total';
 
-/** The usual `onRefused`: counts by reason on the broker's metrics registry and logs the balancer's address. */
-export function reportRefusals(registry: Registry, log: Logger): ProxyListenerOptions['onRefused'] {
+/** Counts refusals by reason on the broker's metrics registry and logs the peer's address. */
+export function reportRefusals(
+  registry: Registry,
+  log: Logger,
+): (err: ProxyHeaderError, socket: Socket) => void {
   const counter =
     (registry.getSingleMetric(REFUSED_METRIC) as Counter<'reason'> | undefined) ??
     new Counter({
       name: REFUSED_METRIC,
-      help: 'Connections refused because their PROXY protocol header was missing or malformed, by reason',
+      help: 'Connections refused by the PROXY protocol: not from a trusted balancer, or a header missing or malformed, by reason',
       labelNames: ['reason'],
       registers: [registry],
     });
   return (err, sock) => {
     counter.inc({ reason: err.reason });
-    log.warn(
-      {
-        event: 'proxy_header_refused',
-        code: err.code,
-        reason: err.reason,
-        detail: err.message,
-        peer: sock.remoteAddress,
-      },
-      'connection refused: bad PROXY protocol header',
-    );
+    const fields = {
+      event: 'proxy_header_refused',
+      code: err.code,
+      reason: err.reason,
+      detail: err.message,
+      peer: sock.remoteAddress,
+    };
+    // Anyone can reach the port: a warning per untrusted connection would let them flood the log (the
+    // counter shows a balancer missing from the list). A trusted balancer sending a bad header is a fault.
+    if (err.reason === 'untrusted') log.debug(fields, 'connection refused: not from a trusted balancer');
+    else log.warn(fields, 'connection refused: bad PROXY protocol header');
   };
 }

@@ -3,9 +3,12 @@
  * before any TLS byte (a fast refusal the device retries), and the count of handshakes in flight comes
  * back down whether a handshake succeeds, fails or is abandoned, so the cap never leaks shut.
  */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
+import type { IClientOptions } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type BrokerFixture, brokerFixture, type Credentials } from './helpers/broker.ts';
+import { type Attacker, startAttacker } from './helpers/attacker.ts';
+import { type BrokerFixture, brokerFixture, type Credentials, type StartedBroker } from './helpers/broker.ts';
 
 let f: BrokerFixture;
 let device: Credentials;
@@ -76,5 +79,150 @@ describe('handshakes in flight are capped at accept', () => {
     const again = await f.tryConnect(device);
     expect(again.outcome).toBe('connected');
     if (again.outcome === 'connected') await again.client.endAsync();
+  });
+});
+
+// ------------------------------------------------------------------------------------------ abuse
+
+/** Open files of this process (the broker's; the attacker runs in its own process). */
+const openFiles = () => readdirSync('/proc/self/fd').length;
+
+/**
+ * Broker-side TCP sockets of `port` held by this process: the socket inodes in /proc/self/fd whose entry
+ * in /proc/net/tcp has `port` as its local port (the listener's own socket included).
+ */
+function brokerSockets(port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed while listing
+    }
+  }
+  let n = 0;
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[1]?.endsWith(`:${hex}`) && inodes.has(cols[9] ?? '')) n++;
+    }
+  }
+  return n;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until `fn` holds or `ms` passes; returns the last value. */
+async function settle<T>(fn: () => T, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  let v = fn();
+  while (!ok(v) && Date.now() < end) {
+    await sleep(100);
+    v = fn();
+  }
+  return v;
+}
+
+const ATTACKERS = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
+
+describe('sockets whose handshake did not finish are closed (issue 9 item 3)', () => {
+  let b: StartedBroker;
+  let attacker: Attacker | undefined;
+  beforeAll(async () => {
+    b = await f.start({
+      nodeId: 'adm-timeouts',
+      // Everything is admitted (no cap, no rate), so every connection reaches a timeout.
+      limits: {
+        maxHandshakesInFlight: 100_000,
+        connectRatePerS: 0,
+        maxHandshakesPerSource: 100_000,
+        connectRatePerSourcePerS: 0,
+      },
+      tls: { handshakeTimeoutMs: 1500, firstByteTimeoutMs: 500 },
+    });
+  });
+  afterAll(async () => {
+    await attacker?.stop();
+  });
+
+  it('five waves of silent connections and trickled ClientHellos leave open files at baseline', async () => {
+    const baseline = openFiles();
+    const sockets0 = brokerSockets(b.port);
+    attacker = await startAttacker({
+      host: '127.0.0.1',
+      port: b.port,
+      sources: ATTACKERS,
+      caPem: f.ca.rootPem,
+      trickleMs: 50,
+    });
+    let peak = 0;
+    for (let w = 0; w < 5; w++) {
+      await attacker.wave({ kinds: ['silent'], count: 200, ratePerS: 2000 });
+      peak = Math.max(peak, brokerSockets(b.port));
+    }
+    await attacker.wave({ kinds: ['trickle', 'halfopen'], count: 200, ratePerS: 2000 });
+    peak = Math.max(peak, brokerSockets(b.port));
+    // The attacker holds every connection until the broker closes it: what stays open is the broker's doing.
+    const after = await settle(
+      () => brokerSockets(b.port),
+      (n) => n <= sockets0,
+      6000,
+    );
+    const files = openFiles();
+    const s = await attacker.stats();
+    console.log(
+      `open files: baseline ${baseline}, broker sockets peak ${peak}, after ${after} (listener ${sockets0}), files after ${files}; attacker ${JSON.stringify(s)}`,
+    );
+    expect(peak).toBeGreaterThan(sockets0 + 100); // the attack landed
+    expect(s.open).toBe(0);
+    expect(after).toBe(sockets0);
+    expect(files).toBeLessThanOrEqual(baseline + 5);
+  });
+});
+
+describe('unauthenticated connections cannot lock devices out (issue 9 item 4)', () => {
+  let b: StartedBroker;
+  const devices: Credentials[] = [];
+  beforeAll(async () => {
+    for (let i = 1; i <= 30; i++) devices.push(await f.enroll('device', `adm-legit-${i}`));
+    b = await f.start({
+      nodeId: 'adm-lockout',
+      limits: { connectRatePerS: 50, connectBurst: 50 },
+    });
+  });
+
+  it('with silent and trickling connections at 10x the admission rate from other addresses, ≥ 99 % of devices connect', async () => {
+    const attacker = await startAttacker({
+      host: '127.0.0.1',
+      port: b.port,
+      sources: ATTACKERS,
+      caPem: f.ca.rootPem,
+      trickleMs: 500,
+    });
+    try {
+      const attack = attacker.wave({ kinds: ['silent', 'trickle'], count: 1500, ratePerS: 500 });
+      await sleep(500);
+      const results: string[] = [];
+      for (const [i, d] of devices.entries()) {
+        const o = await b.tryConnect(d, {
+          host: '127.0.0.1',
+          servername: 'localhost',
+          localAddress: `127.0.1.${i + 1}`,
+        } as IClientOptions);
+        results.push(o.outcome === 'closed' ? `closed ${o.error ?? ''}` : o.outcome);
+        if (o.outcome === 'connected') await o.client.endAsync();
+        await sleep(50);
+      }
+      const s = await attack;
+      const pct = (100 * results.filter((r) => r === 'connected').length) / results.length;
+      console.log(
+        `legitimate connects under attack: ${pct.toFixed(1)} % of ${results.length} (${results.filter((r) => r !== 'connected').join(', ')}); attacker ${JSON.stringify(s)}`,
+      );
+      expect(pct).toBeGreaterThanOrEqual(99);
+    } finally {
+      await attacker.stop();
+    }
   });
 });

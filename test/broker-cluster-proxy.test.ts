@@ -173,6 +173,7 @@ beforeAll(async () => {
   proxied = await f.start({
     nodeId: 'node-proxied',
     proxyProtocol: true,
+    proxyTrustedBalancers: ['127.0.0.1'],
     presence: { flushMs: 50 },
     tls: { handshakeTimeoutMs: 2000 },
   });

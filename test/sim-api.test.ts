@@ -25,7 +25,12 @@ beforeAll(async () => {
   h = await startHarness(pgliteBackend());
   // Admission wide open: these runs check the simulator's paths, not the broker's storm protection.
   ({ broker, port } = await startBroker(h.ca.ca, h.registry, {
-    limits: { connectRatePerS: 0, connectBurst: 100_000 },
+    limits: {
+      connectRatePerS: 0,
+      connectBurst: 100_000,
+      maxHandshakesPerSource: 0,
+      connectRatePerSourcePerS: 0,
+    },
   }));
   rootFile = h.ca.files.root;
 }, 60_000);

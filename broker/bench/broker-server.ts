@@ -110,7 +110,13 @@ if (mode === 'bare') {
       port: 0,
       nodeId: 'bench',
       tls: { certFile: fx.serverCert, keyFile: fx.serverKey },
-      limits: { connectRatePerS: 0, maxConnections: 19_000 },
+      // Every simulated device dials from 127.0.0.1: no per-source bound either.
+      limits: {
+        connectRatePerS: 0,
+        maxConnections: 19_000,
+        maxHandshakesPerSource: 0,
+        connectRatePerSourcePerS: 0,
+      },
       ...(process.env.BENCH_MQ_HWM ? { mq: { highWaterMark: Number(process.env.BENCH_MQ_HWM) } } : {}),
       // Diagnostic only: presence writes postponed (they stay queued in memory), to see their share.
       ...(process.env.BENCH_PRESENCE_FLUSH_MS

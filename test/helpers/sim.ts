@@ -32,7 +32,12 @@ export async function simBed(): Promise<SimBed> {
   const { ca, registry } = f;
   // Admission wide open: the tests measure the simulator, not the broker's storm protection.
   const { broker, port } = await f.start({
-    limits: { connectRatePerS: 0, connectBurst: 100_000 },
+    limits: {
+      connectRatePerS: 0,
+      connectBurst: 100_000,
+      maxHandshakesPerSource: 0,
+      connectRatePerSourcePerS: 0,
+    },
   });
   const enroller = new LocalEnroller(ca, registry);
   return {
