@@ -120,12 +120,20 @@ export async function startBrokerNode(c: FleetConfig, deps: BrokerNodeDeps): Pro
     policyFile: c.policyFile,
     tls: {
       ticketKeys: tickets.keys,
+      firstByteTimeoutMs: c.brokerAdmission.firstByteTimeoutMs,
+      handshakeTimeoutMs: c.brokerAdmission.handshakeTimeoutMs,
       serverNames: c.brokerServerNames,
       ...(c.brokerCertFile ? { certFile: c.brokerCertFile, keyFile: c.brokerKeyFile } : {}),
     },
     // aedes closes a client id on the other nodes through these notices: needed once nodes share Redis.
     skipSysConnectNotices: !cluster,
+    limits: {
+      maxHandshakesPerSource: c.brokerAdmission.maxHandshakesPerSource,
+      connectRatePerSourcePerS: c.brokerAdmission.connectRatePerSourcePerS,
+      connectBurstPerSource: 2 * c.brokerAdmission.connectRatePerSourcePerS,
+    },
     proxyProtocol: c.proxyProtocol,
+    proxyTrustedBalancers: c.proxyTrustedBalancers,
   });
   const running = await runBroker(
     config,
@@ -141,7 +149,7 @@ export async function startBrokerNode(c: FleetConfig, deps: BrokerNodeDeps): Pro
     name: 'broker',
     running,
     describe: () => [
-      `  MQTT broker (mTLS)      mqtts://${c.host}:${running.port}${c.proxyProtocol ? ' (PROXY protocol header required)' : ''}`,
+      `  MQTT broker (mTLS)      mqtts://${c.host}:${running.port}${c.proxyProtocol ? ` (PROXY protocol header required, from ${c.proxyTrustedBalancers.join(', ')} only)` : ''}`,
       `  broker node             ${nodeId}, ${cluster ? 'sessions and message bus in Redis (REDIS_URL)' : 'in memory'}`,
       `  TLS ticket keys         ${ticketFile}${tickets.created ? ' (created)' : ''}`,
       ...(running.metricsPort

@@ -2,6 +2,7 @@
  * Configuration, parsed once from the environment and flags into a frozen, typed object at the top (a
  * `main`: cli/main.ts, provisioning/main.ts) and passed down. Nothing below a `main` reads process.env.
  */
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 
 import type { KeyAlgorithm } from '../pki/keystore.ts';
@@ -49,6 +50,22 @@ export interface FleetConfig {
   /** Require a PROXY protocol v1/v2 header on every MQTT connection (FLEET_PROXY_PROTOCOL; behind HAProxy send-proxy-v2). */
   readonly proxyProtocol: boolean;
   /**
+   * The balancers allowed to connect when the PROXY protocol is on, whose headers are believed
+   * (FLEET_PROXY_TRUSTED: addresses and CIDR blocks, comma-separated; required with FLEET_PROXY_PROTOCOL=on).
+   */
+  readonly proxyTrustedBalancers: readonly string[];
+  /**
+   * Admission of MQTT connections (broker/tls-admission.ts): the time to the first TLS byte and to the end
+   * of the handshake, and per source (an IPv4 address, an IPv6 /64) the handshakes in flight and the
+   * connect rate (0 disables either; its burst is twice the rate).
+   */
+  readonly brokerAdmission: {
+    readonly firstByteTimeoutMs: number;
+    readonly handshakeTimeoutMs: number;
+    readonly maxHandshakesPerSource: number;
+    readonly connectRatePerSourcePerS: number;
+  };
+  /**
    * The broker's TLS chain (certificate + issuing CA) and key (FLEET_BROKER_CERT_FILE, FLEET_BROKER_KEY_FILE),
    * reloaded on SIGHUP and when they change; when absent one is issued at start by the infrastructure CA.
    */
@@ -76,6 +93,47 @@ function positiveInt(env: Record<string, string | undefined>, name: string, dflt
   if (!Number.isInteger(n) || n <= 0)
     throw new ConfigError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`, { name });
   return n;
+}
+
+function nonNegativeInt(env: Record<string, string | undefined>, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0)
+    throw new ConfigError(`${name} must be 0 or a positive integer, got ${JSON.stringify(raw)}`, { name });
+  return n;
+}
+
+/** FLEET_PROXY_TRUSTED: IPv4/IPv6 addresses and CIDR blocks, comma-separated. */
+function trustedBalancers(env: Record<string, string | undefined>, proxyProtocol: boolean): string[] {
+  const name = 'FLEET_PROXY_TRUSTED';
+  const entries = (env[name] ?? '')
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
+  for (const e of entries) {
+    const [addr = '', bits, extra] = e.split('/');
+    const v = isIP(addr);
+    const max = v === 4 ? 32 : 128;
+    const ok =
+      v !== 0 &&
+      extra === undefined &&
+      (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max));
+    if (!ok)
+      throw new ConfigError(
+        `${name}: ${JSON.stringify(e)} is not an IP address or CIDR block (10.0.0.0/24)`,
+        {
+          name,
+        },
+      );
+  }
+  // Fail closed: a PROXY header believed from anyone lets anyone claim any address.
+  if (proxyProtocol && entries.length === 0)
+    throw new ConfigError(
+      `FLEET_PROXY_PROTOCOL=on needs ${name}: the balancers' addresses (only they may connect and send a header)`,
+      { name },
+    );
+  return entries;
 }
 
 function flag(env: Record<string, string | undefined>, name: string, dflt: boolean): boolean {
@@ -161,6 +219,18 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
         name: 'FLEET_LOG_LEVEL',
       },
     );
+  const proxyProtocol = flag(env, 'FLEET_PROXY_PROTOCOL', false);
+  const brokerAdmission = Object.freeze({
+    firstByteTimeoutMs: positiveInt(env, 'FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS', 2_000),
+    handshakeTimeoutMs: positiveInt(env, 'FLEET_BROKER_HANDSHAKE_TIMEOUT_MS', 10_000),
+    maxHandshakesPerSource: nonNegativeInt(env, 'FLEET_BROKER_MAX_HANDSHAKES_PER_SOURCE', 32),
+    connectRatePerSourcePerS: nonNegativeInt(env, 'FLEET_BROKER_CONNECT_RATE_PER_SOURCE', 50),
+  });
+  if (brokerAdmission.firstByteTimeoutMs >= brokerAdmission.handshakeTimeoutMs)
+    throw new ConfigError(
+      'FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS must be below FLEET_BROKER_HANDSHAKE_TIMEOUT_MS (a connection gets far less time to start than to finish a handshake)',
+      { name: 'FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS' },
+    );
   const apiUrl = env.FLEET_API_URL || undefined;
   if (apiUrl && !/^https:\/\/[^\s/]+(:\d+)?\/?$/.test(apiUrl)) {
     throw new ConfigError('FLEET_API_URL must be an https:// URL (scheme, host and optional port)');
@@ -189,7 +259,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     json: flags.json ?? false,
     brokerNodeId,
     tlsTicketKeysFile: env.FLEET_TLS_TICKET_KEYS_FILE ? resolve(env.FLEET_TLS_TICKET_KEYS_FILE) : undefined,
-    proxyProtocol: flag(env, 'FLEET_PROXY_PROTOCOL', false),
+    proxyProtocol,
+    proxyTrustedBalancers: Object.freeze(trustedBalancers(env, proxyProtocol)),
+    brokerAdmission,
     brokerCertFile,
     brokerKeyFile,
     brokerServerNames: Object.freeze(brokerServerNames),

@@ -32,11 +32,44 @@ afterAll(async () => {
 
 describe('configuration of a broker node', () => {
   it.each([
-    [{}, { brokerNodeId: undefined, proxyProtocol: false, tlsTicketKeysFile: undefined }],
+    [
+      {},
+      {
+        brokerNodeId: undefined,
+        proxyProtocol: false,
+        proxyTrustedBalancers: [],
+        tlsTicketKeysFile: undefined,
+        brokerAdmission: {
+          firstByteTimeoutMs: 2000,
+          handshakeTimeoutMs: 10_000,
+          maxHandshakesPerSource: 32,
+          connectRatePerSourcePerS: 50,
+        },
+      },
+    ],
     [{ FLEET_BROKER_NODE_ID: 'broker-1.eu_west' }, { brokerNodeId: 'broker-1.eu_west' }],
-    [{ FLEET_PROXY_PROTOCOL: 'on' }, { proxyProtocol: true }],
-    [{ FLEET_PROXY_PROTOCOL: 'TRUE' }, { proxyProtocol: true }],
-    [{ FLEET_PROXY_PROTOCOL: '1' }, { proxyProtocol: true }],
+    [
+      { FLEET_PROXY_PROTOCOL: 'on', FLEET_PROXY_TRUSTED: '10.0.0.7, 10.1.0.0/16,2001:db8::/64' },
+      { proxyProtocol: true, proxyTrustedBalancers: ['10.0.0.7', '10.1.0.0/16', '2001:db8::/64'] },
+    ],
+    [{ FLEET_PROXY_PROTOCOL: 'TRUE', FLEET_PROXY_TRUSTED: '10.0.0.7' }, { proxyProtocol: true }],
+    [{ FLEET_PROXY_PROTOCOL: '1', FLEET_PROXY_TRUSTED: '::1' }, { proxyProtocol: true }],
+    [
+      {
+        FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS: '500',
+        FLEET_BROKER_HANDSHAKE_TIMEOUT_MS: '5000',
+        FLEET_BROKER_MAX_HANDSHAKES_PER_SOURCE: '0',
+        FLEET_BROKER_CONNECT_RATE_PER_SOURCE: '200',
+      },
+      {
+        brokerAdmission: {
+          firstByteTimeoutMs: 500,
+          handshakeTimeoutMs: 5000,
+          maxHandshakesPerSource: 0,
+          connectRatePerSourcePerS: 200,
+        },
+      },
+    ],
     [{ FLEET_PROXY_PROTOCOL: 'off' }, { proxyProtocol: false }],
     [{ FLEET_PROXY_PROTOCOL: 'no' }, { proxyProtocol: false }],
     [
@@ -63,6 +96,14 @@ describe('configuration of a broker node', () => {
     [{ FLEET_BROKER_NODE_ID: 'x'.repeat(65) }, 'FLEET_BROKER_NODE_ID'],
     [{ FLEET_BROKER_NODE_ID: 'a\u0000b' }, 'FLEET_BROKER_NODE_ID'],
     [{ FLEET_PROXY_PROTOCOL: 'maybe' }, 'FLEET_PROXY_PROTOCOL'],
+    [{ FLEET_PROXY_PROTOCOL: 'on' }, 'FLEET_PROXY_TRUSTED'],
+    [{ FLEET_PROXY_PROTOCOL: 'on', FLEET_PROXY_TRUSTED: 'haproxy' }, 'FLEET_PROXY_TRUSTED'],
+    [{ FLEET_PROXY_PROTOCOL: 'on', FLEET_PROXY_TRUSTED: '10.0.0.0/33' }, 'FLEET_PROXY_TRUSTED'],
+    [{ FLEET_PROXY_PROTOCOL: 'on', FLEET_PROXY_TRUSTED: '10.0.0.0/8/1' }, 'FLEET_PROXY_TRUSTED'],
+    [{ FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS: '10000' }, 'FLEET_BROKER_FIRST_BYTE_TIMEOUT_MS'],
+    [{ FLEET_BROKER_HANDSHAKE_TIMEOUT_MS: '0' }, 'FLEET_BROKER_HANDSHAKE_TIMEOUT_MS'],
+    [{ FLEET_BROKER_MAX_HANDSHAKES_PER_SOURCE: '-1' }, 'FLEET_BROKER_MAX_HANDSHAKES_PER_SOURCE'],
+    [{ FLEET_BROKER_CONNECT_RATE_PER_SOURCE: '1.5' }, 'FLEET_BROKER_CONNECT_RATE_PER_SOURCE'],
     [{ FLEET_BROKER_CERT_FILE: '/etc/fleet/broker.crt' }, 'FLEET_BROKER_KEY_FILE'],
     [{ FLEET_BROKER_SERVER_NAMES: 'mqtt.example.com,bad name' }, 'FLEET_BROKER_SERVER_NAMES'],
   ])('refuses %j, naming the variable', (env, name) => {

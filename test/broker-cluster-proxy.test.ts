@@ -7,7 +7,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.ts';
+import { type Broker, brokerConfig } from '../broker/index.ts';
 import {
   PROXY_HEADER_INVALID,
   type ProxyHeaderError,
@@ -192,9 +192,10 @@ function connectThrough(
   port: number,
   header: Buffer | undefined,
   creds: Credentials,
+  localAddress?: string,
 ): Promise<{ returnCode?: number; tlsError?: string; closedBeforeTls?: boolean; sock: Socket }> {
   return new Promise((resolve) => {
-    const raw = netConnect({ host: '127.0.0.1', port }, () => {
+    const raw = netConnect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) }, () => {
       if (header) raw.write(header);
       const sock = tlsConnect({
         socket: raw,
@@ -228,9 +229,11 @@ function connectThrough(
 }
 
 /** Writes raw bytes and resolves when the broker closes the connection (or rejects after `ms`). */
-function closedAfterWriting(port: number, bytes: Buffer, ms = 3000): Promise<void> {
+function closedAfterWriting(port: number, bytes: Buffer, ms = 3000, localAddress?: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const s = netConnect({ host: '127.0.0.1', port }, () => s.write(bytes));
+    const s = netConnect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) }, () =>
+      s.write(bytes),
+    );
     const timer = setTimeout(() => {
       s.destroy();
       reject(new Error(`still open after ${ms} ms`));
@@ -316,6 +319,79 @@ describe('a broker with the PROXY protocol on', () => {
     const r = await connectThrough(proxied.port, undefined, creds);
     expect(r.returnCode).toBeUndefined();
     expect(proxied.broker.sessions.has('device:dev-proxy-direct')).toBe(false);
+  });
+});
+
+describe('PROXY headers are believed only from the configured balancers (issue 9 item 8)', () => {
+  // The balancer is 127.0.0.1 (proxyTrustedBalancers); 127.0.0.9 is anyone else who reaches the port.
+  it('refuses and closes a connection from elsewhere that claims an address in a valid header', async () => {
+    const creds = await f.enroll('device', 'dev-proxy-forged');
+    const before = await refusedCount(proxied.broker, 'untrusted');
+    const r = await connectThrough(proxied.port, v2Inet4('198.51.100.66'), creds, '127.0.0.9');
+    expect(r.returnCode).toBeUndefined();
+    expect(r.sock.destroyed).toBe(true);
+    expect(proxied.broker.sessions.has('device:dev-proxy-forged')).toBe(false);
+    expect((await reg.getDevice('dev-proxy-forged'))?.presence ?? null).toBeNull();
+    expect(await refusedCount(proxied.broker, 'untrusted')).toBe(before + 1);
+  });
+
+  it.each([
+    ['a v1 header', v1('PROXY TCP4 203.0.113.9 10.0.0.5 1 8883\r\n')],
+    ['a TLS ClientHello without a header', Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05])],
+    ['nothing at all (closed at accept, not after a timeout)', Buffer.alloc(0)],
+  ])('refuses and closes %s from elsewhere at once', async (_name, bytes) => {
+    const before = await refusedCount(proxied.broker, 'untrusted');
+    await closedAfterWriting(proxied.port, bytes, 1000, '127.0.0.9');
+    expect(await refusedCount(proxied.broker, 'untrusted')).toBe(before + 1);
+  });
+
+  it('counts a proxied connection by the address its header declares, not by the balancer’s', async () => {
+    // One handshake in flight per source: two silent devices behind the balancer with different addresses
+    // are both admitted; a second from an address already in flight is refused at once.
+    const b = await f.start({
+      nodeId: 'node-proxied-per-source',
+      proxyProtocol: true,
+      proxyTrustedBalancers: ['127.0.0.0/30'],
+      limits: { maxHandshakesPerSource: 1 },
+      tls: { firstByteTimeoutMs: 3000 },
+    });
+    const open = (claim: string) =>
+      new Promise<Socket>((resolve) => {
+        const s = netConnect({ host: '127.0.0.1', port: b.port }, () => {
+          s.write(v2Inet4(claim));
+          resolve(s);
+        });
+        s.on('error', () => {});
+      });
+    const a = await open('198.51.100.1');
+    const c = await open('198.51.100.2');
+    await new Promise((r) => setTimeout(r, 200));
+    const closed = (s: Socket) => s.destroyed || s.readableEnded;
+    expect([closed(a), closed(c)]).toEqual([false, false]);
+    const before = (await b.broker.metrics.admissionRefused.get()).values.find(
+      (v) => v.labels.reason === 'source_handshakes_in_flight',
+    )?.value;
+    await closedAfterWriting(b.port, v2Inet4('198.51.100.1'), 1000);
+    const after = (await b.broker.metrics.admissionRefused.get()).values.find(
+      (v) => v.labels.reason === 'source_handshakes_in_flight',
+    )?.value;
+    expect(after).toBe((before ?? 0) + 1);
+    a.destroy();
+    c.destroy();
+    await b.stop();
+  });
+
+  it('refuses to start with the PROXY protocol on and no balancer named, or a bad entry', () => {
+    expect(() => brokerConfig({ proxyProtocol: true })).toThrow(/proxyTrustedBalancers/);
+    expect(() => brokerConfig({ proxyProtocol: true, proxyTrustedBalancers: ['10.0.0.0/33'] })).toThrow(
+      /prefix length/,
+    );
+    expect(() => brokerConfig({ proxyProtocol: true, proxyTrustedBalancers: ['balancer.local'] })).toThrow(
+      /not an IP address/,
+    );
+    expect(
+      brokerConfig({ proxyProtocol: true, proxyTrustedBalancers: ['10.0.0.7', '2001:db8::/64'] }),
+    ).toBeDefined();
   });
 });
 
