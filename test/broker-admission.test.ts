@@ -3,11 +3,10 @@
  * before any TLS byte (a fast refusal the device retries), and the count of handshakes in flight comes
  * back down whether a handshake succeeds, fails or is abandoned, so the cap never leaks shut.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { IClientOptions } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Attacker, startAttacker } from './helpers/attacker.ts';
+import { type Attacker, brokerSockets, openFiles, startAttacker } from './helpers/attacker.ts';
 import { type BrokerFixture, brokerFixture, type Credentials, type StartedBroker } from './helpers/broker.ts';
 
 let f: BrokerFixture;
@@ -83,34 +82,6 @@ describe('handshakes in flight are capped at accept', () => {
 });
 
 // ------------------------------------------------------------------------------------------ abuse
-
-/** Open files of this process (the broker's; the attacker runs in its own process). */
-const openFiles = () => readdirSync('/proc/self/fd').length;
-
-/**
- * Broker-side TCP sockets of `port` held by this process: the socket inodes in /proc/self/fd whose entry
- * in /proc/net/tcp has `port` as its local port (the listener's own socket included).
- */
-function brokerSockets(port: number): number {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
-      if (m) inodes.add(m[1]!);
-    } catch {
-      // closed while listing
-    }
-  }
-  let n = 0;
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols[1]?.endsWith(`:${hex}`) && inodes.has(cols[9] ?? '')) n++;
-    }
-  }
-  return n;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

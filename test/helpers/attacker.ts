@@ -16,6 +16,7 @@
  * The parent drives it with JSON lines on stdin and reads JSON lines on stdout (startAttacker()).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { connect as tlsConnect } from 'node:tls';
@@ -54,6 +55,38 @@ export interface AttackStats {
   readonly open: number;
   /** Of those closed by the broker: milliseconds from connect to close, by kind (median, max). */
   readonly lifetimeMs: Readonly<Record<string, { readonly median: number; readonly max: number }>>;
+  /** Opened and still open, by kind. */
+  readonly byKind: Readonly<Record<string, { readonly opened: number; readonly open: number }>>;
+}
+
+// ------------------------------------------------------------------------------------------------ files
+
+/** Open files of this process (the broker's, when the attacker runs in its own process). */
+export const openFiles = (): number => readdirSync('/proc/self/fd').length;
+
+/**
+ * TCP sockets of `port` held by this process: the socket inodes in /proc/self/fd whose entry in
+ * /proc/net/tcp{,6} has `port` as its local port (the listening socket included).
+ */
+export function brokerSockets(port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed while listing
+    }
+  }
+  let n = 0;
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[1]?.endsWith(`:${hex}`) && inodes.has(cols[9] ?? '')) n++;
+    }
+  }
+  return n;
 }
 
 // ------------------------------------------------------------------------------------------------ parent
@@ -146,6 +179,13 @@ async function child(): Promise<void> {
       list.push(t.closedAt - t.at);
       by[t.kind] = list;
     }
+    const byKind: Record<string, { opened: number; open: number }> = {};
+    for (const t of all) {
+      const k = byKind[t.kind] ?? { opened: 0, open: 0 };
+      k.opened++;
+      if (t.closedAt === undefined) k.open++;
+      byKind[t.kind] = k;
+    }
     const lifetimeMs: Record<string, { median: number; max: number }> = {};
     for (const [k, v] of Object.entries(by)) {
       v.sort((a, b) => a - b);
@@ -157,6 +197,7 @@ async function child(): Promise<void> {
       closedByServer: closed,
       open: all.length - closed,
       lifetimeMs,
+      byKind,
     };
   };
 
