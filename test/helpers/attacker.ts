@@ -19,7 +19,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
-import { connect as tlsConnect } from 'node:tls';
+import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
 export type AttackKind = 'silent' | 'trickle' | 'halfopen' | 'storm' | 'proxy';
@@ -168,6 +168,13 @@ async function child(): Promise<void> {
   let next = 0;
   const timers = new Set<NodeJS.Timeout>();
   const reply = (m: unknown) => process.stdout.write(`${JSON.stringify(m)}\n`);
+  // One context for every storm connection: parsing the CA per connection would make the attacker, not the
+  // broker, the bottleneck (and its closes late).
+  let ctx: SecureContext | undefined;
+  const context = () => {
+    ctx ??= createSecureContext({ ca: o!.caPem });
+    return ctx;
+  };
 
   const stats = (): AttackStats => {
     const by: Record<string, number[]> = {};
@@ -251,7 +258,7 @@ async function child(): Promise<void> {
           if (kind === 'proxy') {
             sock.write(`PROXY TCP4 ${opts.claim ?? '198.51.100.1'} 10.0.0.5 40000 8883\r\n`);
           }
-          const tls = tlsConnect({ socket: sock, servername: 'localhost', ca: opts.caPem });
+          const tls = tlsConnect({ socket: sock, servername: 'localhost', secureContext: context() });
           tls.on('error', () => {});
           tls.on('close', finish);
         }

@@ -3,6 +3,7 @@
  * areas/ exporting an AdversarialArea; add it here and it runs in both forms.
  */
 import type { AdversarialArea } from '../harness.ts';
+import { connectionAbuse } from './connection-abuse.ts';
 import { mtlsRefusal } from './mtls-refusal.ts';
 
-export const AREAS: readonly AdversarialArea[] = [mtlsRefusal];
+export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, connectionAbuse];
