@@ -3,7 +3,8 @@
  * areas/ exporting an AdversarialArea; add it here and it runs in both forms.
  */
 import type { AdversarialArea } from '../harness.ts';
+import { acl } from './acl.ts';
 import { connectionAbuse } from './connection-abuse.ts';
 import { mtlsRefusal } from './mtls-refusal.ts';
 
-export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, connectionAbuse];
+export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, connectionAbuse, acl];
