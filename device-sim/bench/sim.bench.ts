@@ -97,6 +97,9 @@ async function main(): Promise<void> {
     FLEET_MQTT_PORT: String(port),
     FLEET_METRICS_PORT: String(await freePort()),
     FLEET_LOG_LEVEL: 'warn',
+    // Every simulated device dials from 127.0.0.1: the per-source admission bounds would measure themselves.
+    FLEET_BROKER_MAX_HANDSHAKES_PER_SOURCE: '0',
+    FLEET_BROKER_CONNECT_RATE_PER_SOURCE: '0',
   };
   let broker: ChildProcess | undefined;
   try {
