@@ -71,7 +71,7 @@ target and identities
 
 scale
   --workers N|auto          load processes (default auto: every core, under the open-file limit)
-  --source-addresses N|auto spread connections over N source addresses in 127.0.0.0/8
+  --source-addresses N|auto spread connections over N source addresses in 127.0.0.0/8 (auto: one per 16 devices)
   --connect-timeout MS      own timeout for TCP+TLS+CONNACK (default ${DEFAULTS.connectTimeoutMs})
   --keepalive S             MQTT keepalive (default ${DEFAULTS.keepaliveS})
   --max-run S               hard cap on the whole run (default ${DEFAULTS.maxRunS})

@@ -18,7 +18,7 @@ import type { IdentitySet } from './identities.ts';
 import type { Operator } from './operator.ts';
 import type { FromWorker, PhaseShare, StormTargets, ToWorker, WorkerInit } from './protocol.ts';
 import type { PhaseReport, RevokeReport, RunReport } from './report.ts';
-import { MAX_BACKOFF_MS, type Phase, type Scenario } from './scenario.ts';
+import { LIMITS, MAX_BACKOFF_MS, type Phase, type Scenario } from './scenario.ts';
 import { newHistogram, PhaseAccumulator, summarize } from './stats.ts';
 import { LoadWorker } from './worker.ts';
 
@@ -104,6 +104,9 @@ function processShard(onMessage: (m: FromWorker) => void, onExit: (code: number 
 }
 
 /** Source addresses 127.0.0.1, 127.0.0.2, ... (254 per /24), for `n` addresses. */
+/** Devices per loopback source address when `--source-addresses auto`. */
+export const DEVICES_PER_SOURCE = 16;
+
 export function loopbackSources(n: number): string[] {
   return Array.from({ length: n }, (_, k) => `127.0.${Math.floor(k / 254)}.${(k % 254) + 1}`);
 }
@@ -166,7 +169,10 @@ export async function runScenario(o: RunOptions): Promise<RunReport> {
     !target.loopback || /:/.test(target.host)
       ? 0
       : scenario.sourceAddresses === 'auto'
-        ? Math.max(1, Math.ceil(devices.length / 8000))
+        ? // Real devices dial from many addresses, and the broker bounds handshakes and connects per source
+          // address (32 in flight, 50/s by default): 16 devices an address keep a whole fleet reconnecting
+          // at once under both, as a fleet behind a NAT would not be.
+          Math.min(LIMITS.maxSourceAddresses, Math.max(1, Math.ceil(devices.length / DEVICES_PER_SOURCE)))
         : scenario.sourceAddresses;
   const sourceAddresses = loopbackSources(nSources);
   const startedAt = new Date();
