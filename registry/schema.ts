@@ -109,6 +109,11 @@ export const certificates = pgTable(
     revocationReason: text('revocation_reason', { enum: REVOCATION_REASONS }),
     revokedAt: tz('revoked_at'),
     supersededBy: text('superseded_by'),
+    /**
+     * A superseded certificate stays usable until its successor first connects or until this time,
+     * whichever is first; then it is retired: revoked with reason superseded (registry/rotation.ts).
+     */
+    graceUntil: tz('grace_until'),
     createdAt: tz('created_at').notNull().defaultNow(),
     /** Station id that enrolled it, when a station did. */
     enrolledBy: text('enrolled_by'),
@@ -129,6 +134,8 @@ export const certificates = pgTable(
     // Only active certificates expire usefully (the expiring list and the console's 30/90-day counts).
     index('certificates_active_not_after_idx').on(t.notAfter).where(sql`${t.status} = 'active'`),
     index('certificates_revoked_idx').on(t.issuerCa).where(sql`${t.status} = 'revoked'`),
+    // The rotation sweep's next deadline and the certificates in their grace period (registry/rotation.ts).
+    index('certificates_grace_idx').on(t.graceUntil).where(sql`${t.status} = 'superseded'`),
   ],
 );
 
@@ -162,7 +169,11 @@ export const principals = pgTable(
   ],
 );
 
-/** Append-only. `actor` and `subject` are references of the form `<kind>:<id>` (see `ref()`). */
+/**
+ * Append-only. `actor` and `subject` are references of the form `<kind>:<id>` (see `ref()`). A refusal
+ * (outcome denied or failure) is aggregated: one row per actor, action, outcome and error code per window,
+ * keyed by `agg_key`, counting repeats from `at` (the first) to `last_at` (registry/audit.ts).
+ */
 export const auditLog = pgTable(
   'audit_log',
   {
@@ -173,9 +184,17 @@ export const auditLog = pgTable(
     subject: text('subject'),
     outcome: text('outcome', { enum: AUDIT_OUTCOMES }).notNull(),
     details: jsonb('details').$type<Record<string, unknown>>(),
+    /** How many times this row happened (refusals aggregated within a window; 1 otherwise). */
+    count: integer('count').notNull().default(1),
+    /** The last time an aggregated refusal happened (null for a single event). */
+    lastAt: tz('last_at'),
+    /** The aggregation key of a refusal row: actor, action, outcome, code and window. */
+    aggKey: text('agg_key'),
   },
   (t) => [
     check('audit_outcome_check', sql`${t.outcome} in (${inList(AUDIT_OUTCOMES)})`),
+    check('audit_count_check', sql`${t.count} >= 1`),
+    uniqueIndex('audit_agg_key_idx').on(t.aggKey).where(sql`${t.aggKey} is not null`),
     index('audit_actor_idx').on(t.actor, t.id),
     index('audit_subject_idx').on(t.subject, t.id),
     index('audit_action_idx').on(t.action, t.id),
@@ -219,6 +238,8 @@ export const statusChanges = pgTable(
     reason: text('reason', { enum: REVOCATION_REASONS }),
     actor: text('actor').notNull(),
     at: tz('at').notNull().defaultNow(),
+    /** With status superseded: until when the certificate stays usable (brokers refuse it after). */
+    graceUntil: tz('grace_until'),
   },
   (t) => [
     check(
