@@ -8,6 +8,8 @@
  *
  * The steps, in the order aedes runs them (handlers/connect.js): preConnect (keepalive bounds), then
  * authenticate: identity -> kind, client id, revoked set -> registry attributes (cached) -> admit.
+ * The revoked set refuses revoked, suspended and retired (superseded past the rotation rule) identities;
+ * admitting a subject's active certificate completes its rotation (live-revocation.ts admitted()).
  */
 import type { TLSSocket } from 'node:tls';
 import type { Client } from 'aedes';
@@ -86,6 +88,8 @@ export interface AuthenticateDeps {
   readonly flaps: FlapDetector;
   /** The client aedes holds under an id (the one a new connection of that id takes over). */
   readonly liveClient: (id: string) => Client | undefined;
+  /** Called once a connection is admitted (live-revocation.ts: a rotation completes on its first connect). */
+  readonly admitted?: (identity: Identity) => void;
   readonly metrics: BrokerMetrics;
   readonly log: Logger;
 }
@@ -242,6 +246,7 @@ export function connectHooks(d: AuthenticateDeps): Pick<Hooks, 'preConnect' | 'a
     presence.connected(presenceOf(session));
     sock.once('close', () => closed(client, session));
     done(null, true);
+    d.admitted?.(identity);
   }
 
   function closed(client: Client, s: Session) {

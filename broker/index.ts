@@ -310,6 +310,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
         presence,
         flaps: new FlapDetector(),
         liveClient: (id) => engine.clientById(id),
+        admitted: (identity) => live.admitted(identity),
         metrics,
         log,
       }),
@@ -340,6 +341,7 @@ export function buildBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     subjects,
     sessions,
     resyncMs: config.revocation.resyncMs,
+    nodeId: config.nodeId,
     metrics,
     log,
   });

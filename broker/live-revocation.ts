@@ -8,6 +8,12 @@
  * replaced by a periodic full resync as a safety net against lost notifications. Checked on every CONNECT
  * (authenticate.ts), so a TLS session resumed from a ticket cannot slip past (nothing is re-verified on
  * resumption).
+ *
+ * Rotation (registry/rotation.ts): a superseded certificate is admitted until its deadline, which the feed
+ * and the snapshot carry, so every node refuses it at CONNECT once the deadline passed, whatever the sweep
+ * did. When a subject's active certificate connects while it has certificates in grace, they are retired
+ * here at once (refused, their live sessions on this node closed) and the registry is told, whose feed
+ * retires them on every other node.
  */
 import type { Client } from 'aedes';
 import type { Logger } from 'pino';
@@ -17,7 +23,7 @@ import type { BrokerRegistry, RevokedSnapshot, StatusChange, SubjectStatus } fro
 import { type SessionTable, sessionOf } from './sessions.ts';
 import type { SubjectCache } from './subject-cache.ts';
 
-export type RefusalStatus = 'suspended' | 'revoked' | 'certificate_revoked';
+export type RefusalStatus = 'suspended' | 'revoked' | 'certificate_revoked' | 'certificate_superseded';
 
 const key = (kind: IdentityKind, id: string) => `${kind}:${id}`;
 
@@ -25,11 +31,19 @@ const key = (kind: IdentityKind, id: string) => `${kind}:${id}`;
 export interface Effect {
   readonly subject?: string;
   readonly serial?: string;
+  /** The serial was retired by the rotation rule (reason superseded). */
+  readonly retired?: boolean;
 }
 
 export class RevocationState {
   private subjects = new Map<string, Exclude<SubjectStatus, 'active'>>();
   private serials = new Set<string>();
+  /** Serials retired by the rotation rule (a subset of `serials`): refused as superseded. */
+  private retired = new Set<string>();
+  /** Superseded certificates in their grace period: serial -> subject and deadline (ms; Infinity = none). */
+  private grace = new Map<string, { subject: string; until: number }>();
+  /** The serials in grace per subject `kind:id`: its active certificate's first connect retires them. */
+  private graceBySubject = new Map<string, Set<string>>();
   /** Per-subject (or per-serial) last applied change seq: feed notifications may arrive late or twice. */
   private readonly lastSeq = new Map<string, number>();
   generation = -1;
@@ -39,10 +53,53 @@ export class RevocationState {
   }
 
   /** Why this identity may not connect, or undefined when it may. */
-  check(identity: Pick<Identity, 'kind' | 'id' | 'serial'>): RefusalStatus | undefined {
-    if (this.serials.size > 0 && this.serials.has(identity.serial)) return 'certificate_revoked';
+  check(identity: Pick<Identity, 'kind' | 'id' | 'serial'>, now = Date.now()): RefusalStatus | undefined {
+    if (this.serials.size > 0 && this.serials.has(identity.serial)) {
+      return this.retired.has(identity.serial) ? 'certificate_superseded' : 'certificate_revoked';
+    }
+    if (this.grace.size > 0) {
+      const g = this.grace.get(identity.serial);
+      if (g && g.until <= now) return 'certificate_superseded';
+    }
     if (this.subjects.size === 0) return undefined;
     return this.subjects.get(key(identity.kind, identity.id));
+  }
+
+  /**
+   * The serials `identity`'s subject still has in grace when `identity` is not one of them (its active
+   * certificate connecting): retired here at once, and returned so the caller closes their sessions and
+   * tells the registry. [] otherwise (the common case costs one map lookup).
+   */
+  successorAdmitted(identity: Pick<Identity, 'kind' | 'id' | 'serial'>): string[] {
+    if (this.graceBySubject.size === 0) return [];
+    const k = key(identity.kind, identity.id);
+    const pending = this.graceBySubject.get(k);
+    if (!pending || pending.has(identity.serial)) return [];
+    const out = [...pending];
+    for (const serial of out) this.retire(serial);
+    return out;
+  }
+
+  private addGrace(serial: string, subject: string, until: number): void {
+    this.grace.set(serial, { subject, until });
+    const set = this.graceBySubject.get(subject) ?? new Set<string>();
+    set.add(serial);
+    this.graceBySubject.set(subject, set);
+  }
+
+  private dropGrace(serial: string): void {
+    const g = this.grace.get(serial);
+    if (!g) return;
+    this.grace.delete(serial);
+    const set = this.graceBySubject.get(g.subject);
+    set?.delete(serial);
+    if (set?.size === 0) this.graceBySubject.delete(g.subject);
+  }
+
+  private retire(serial: string): void {
+    this.dropGrace(serial);
+    this.serials.add(serial);
+    this.retired.add(serial);
   }
 
   /**
@@ -55,6 +112,13 @@ export class RevocationState {
     for (const x of s.subjects) if (x.status !== 'active') subjects.set(key(x.kind, x.id), x.status);
     this.subjects = subjects;
     this.serials = new Set(s.serials);
+    this.retired = new Set(s.retired ?? []);
+    this.grace = new Map();
+    this.graceBySubject = new Map();
+    for (const g of s.grace ?? []) {
+      if (this.serials.has(g.serial)) continue;
+      this.addGrace(g.serial, key(g.kind, g.id), g.graceUntil ? g.graceUntil.getTime() : Infinity);
+    }
     this.generation = s.generation;
     return true;
   }
@@ -63,14 +127,24 @@ export class RevocationState {
   apply(c: StatusChange): Effect | undefined {
     if (c.seq > this.generation) this.generation = c.seq;
     if (c.serial) {
-      // A single certificate changed: only `revoked` matters to us (superseded certificates stay usable
-      // until they expire; the registry decides that by revoking them).
+      // A single certificate changed: superseded (usable until its deadline, registry/rotation.ts), or
+      // revoked (retired by rotation when the reason is superseded).
       const k = `serial:${c.serial}`;
       if ((this.lastSeq.get(k) ?? -1) >= c.seq) return undefined;
       this.lastSeq.set(k, c.seq);
+      if (c.status === 'superseded') {
+        if (!this.serials.has(c.serial)) {
+          this.addGrace(c.serial, key(c.kind, c.id), c.graceUntil ? c.graceUntil.getTime() : Infinity);
+        }
+        return undefined;
+      }
       if (c.status !== 'revoked') return undefined;
-      this.serials.add(c.serial);
-      return { serial: c.serial };
+      if (c.reason === 'superseded') this.retire(c.serial);
+      else {
+        this.dropGrace(c.serial);
+        this.serials.add(c.serial);
+      }
+      return { serial: c.serial, retired: c.reason === 'superseded' };
     }
     const k = key(c.kind, c.id);
     if ((this.lastSeq.get(k) ?? -1) >= c.seq) return undefined;
@@ -91,7 +165,9 @@ export const subjectKey = key;
 // ------------------------------------------------------------------------------------------ live sessions
 
 export interface LiveRevocationDeps {
-  readonly registry: Pick<BrokerRegistry, 'onChange' | 'revokedSet'>;
+  readonly registry: Pick<BrokerRegistry, 'onChange' | 'revokedSet' | 'retireSuperseded'>;
+  /** This node's id: the actor of the retirements it reports (`broker:<node>`). */
+  readonly nodeId?: string | undefined;
   readonly revoked: RevocationState;
   /** Attributes of a subject that is no longer active are forgotten, so its next connect asks again. */
   readonly subjects: Pick<SubjectCache, 'forget'>;
@@ -176,8 +252,39 @@ export class LiveRevocation {
     }
     if (e.serial) {
       const c = sessions.serial(e.serial);
-      if (c) this.kick(c, 'certificate_revoked', since);
+      if (c) this.kick(c, e.retired ? 'certificate_superseded' : 'certificate_revoked', since);
     }
+  }
+
+  /**
+   * A connection was admitted: when it is its subject's active certificate and the subject still has
+   * certificates in grace, they are retired now (the rotation rule): refused from here on, their live
+   * sessions on this node closed, and the registry told so that its feed retires them on every node.
+   */
+  admitted(identity: Identity): void {
+    const { revoked, sessions, registry, log } = this.d;
+    const retired = revoked.successorAdmitted(identity);
+    if (retired.length === 0) return;
+    const arrived = performance.now();
+    for (const serial of retired) {
+      const c = sessions.serial(serial);
+      if (c) this.kick(c, 'certificate_superseded', { arrived });
+    }
+    log.info({
+      event: 'certificate_rotation_completed',
+      kind: identity.kind,
+      id: identity.id,
+      serial: identity.serial,
+      retired,
+    });
+    const actor = `broker:${this.d.nodeId ?? 'node'}`;
+    registry.retireSuperseded?.(identity.kind, identity.id, identity.serial, actor).catch((err) =>
+      // This node refuses them already; the others do when the grace ends (the deadline is in the feed).
+      log.error(
+        { event: 'certificate_retire_failed', err, kind: identity.kind, id: identity.id, retired },
+        'could not record the retirement of superseded certificates',
+      ),
+    );
   }
 
   /** Closes a live session for revocation; its will is not published (authorize.ts). */
@@ -201,7 +308,7 @@ export class LiveRevocation {
           serial: s.identity.serial,
           close_ms: seconds * 1000,
         },
-        'live connection closed: revoked or suspended',
+        'live connection closed: revoked, suspended or superseded',
       );
     });
   }

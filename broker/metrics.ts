@@ -16,6 +16,7 @@ export type AuthFailureReason =
   | 'suspended'
   | 'revoked'
   | 'certificate_revoked'
+  | 'certificate_superseded'
   | 'will_denied'
   | 'keepalive_out_of_bounds'
   | 'registry_unavailable'

@@ -24,6 +24,12 @@ export interface RevokedSnapshot {
   readonly subjects: readonly { kind: IdentityKind; id: string; status: SubjectStatus }[];
   /** Canonical lowercase hex. */
   readonly serials: readonly string[];
+  /** The serials above retired by the rotation rule (reason superseded): refused as superseded. */
+  readonly retired?: readonly string[] | undefined;
+  /** Superseded certificates in their grace period, with their deadline (registry/rotation.ts). */
+  readonly grace?:
+    | readonly { kind: IdentityKind; id: string; serial: string; graceUntil: Date | null }[]
+    | undefined;
 }
 
 /** One entry of the change feed. `serial` is set when a single certificate changed. */
@@ -33,6 +39,10 @@ export interface StatusChange {
   readonly id: string;
   readonly serial?: string | null | undefined;
   readonly status: string;
+  /** A revocation's RFC 5280 reason (superseded: retired by the rotation rule). */
+  readonly reason?: string | null | undefined;
+  /** With status superseded: the certificate is usable until then. */
+  readonly graceUntil?: Date | null | undefined;
   /** When the change was committed, if the feed says; revoke-to-close latency is measured from it. */
   readonly at?: Date | undefined;
 }
@@ -58,6 +68,12 @@ export interface BrokerRegistry {
   /** Subscribes to the change feed (once listening); resolves with the unsubscribe function. */
   onChange(listener: (change: StatusChange) => void): Promise<() => unknown>;
   recordPresence(batch: readonly PresenceRecord[]): Promise<void>;
+  /**
+   * The certificate `serial` of `kind:id` connected: the registry retires the certificates it superseded
+   * (the rotation rule, registry/rotation.ts) and the change feed tells every node. Optional: a registry
+   * without it leaves retirement to the grace deadline.
+   */
+  retireSuperseded?(kind: IdentityKind, id: string, serial: string, actor: string): Promise<unknown>;
 }
 
 /** Adapts the real registry (registry/) to what the broker needs. */
@@ -100,6 +116,7 @@ export function fromRegistry(r: Registry): BrokerRegistry {
       } while (cursor);
     },
     revokedSet: () => r.revokedSet(),
+    retireSuperseded: (kind, id, serial, actor) => r.retireSuperseded({ kind, id, serial, actor }),
     onChange: (listener) => r.onChange((e) => listener(e)),
     recordPresence: (batch) =>
       r.recordPresence(

@@ -16,6 +16,7 @@ import { OID } from '../pki/oids.ts';
 import { certsOnly, fromBase64Body, PKCS7_MIME, toBase64Body } from '../pki/pkcs7.ts';
 import { certToPem } from '../pki/x509.ts';
 import {
+  DEFAULT_ROTATION_GRACE_MS,
   type PrincipalKind,
   type Registry,
   ref,
@@ -39,6 +40,8 @@ export interface ApiDeps {
   issuance: Issuance;
   crl: CrlPublisher;
   brokerUrl: string;
+  /** How long a certificate superseded by simplereenroll stays usable (default 24 hours). */
+  rotationGraceMs?: number;
   /** Lines per batch chunk. */
   batchChunkLines?: number;
   /** The status actions (shared with the console); made here when not given. */
@@ -256,9 +259,12 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     );
     if (existing) return estReply(reply, [Buffer.from(existing.der), ...chain]);
     const cert = ca.issue({ profile: 'device', id: device.id, spki: checked.spki });
+    // The old certificate stays usable until the new one first connects or the grace period ends
+    // (registry/rotation.ts).
     await registry.supersede(device.serial, newCertificateRow(cert), {
       actor: ref('device', device.id),
       details: { via: 'est.simplereenroll' },
+      graceMs: deps.rotationGraceMs ?? DEFAULT_ROTATION_GRACE_MS,
     });
     auth.invalidate();
     return estReply(reply, [cert.der, ...chain]);

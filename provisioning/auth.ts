@@ -83,7 +83,8 @@ export class Authenticator {
 
   /**
    * The caller's identity if it is one of `kinds` and in good standing. `allowSuperseded` admits a
-   * certificate already replaced by a re-enrollment (EST simplereenroll retries after a lost answer).
+   * certificate replaced by a re-enrollment but still in its grace period (EST simplereenroll retries after
+   * a lost answer); a retired one (registry/rotation.ts) is refused everywhere, like on MQTT.
    */
   async authenticate(
     socket: TLSSocket,
@@ -125,6 +126,14 @@ export class Authenticator {
       throw new ProvisioningError('CLIENT_CERT_INVALID', 'the client certificate is not in the registry', {
         details: { reason: 'CERT_NOT_RECORDED' },
       });
+    }
+    if (s.status === 'revoked' && s.reason === 'superseded' && s.subjectStatus !== 'revoked') {
+      // Retired by the rotation rule (registry/rotation.ts): the newer certificate is the one to use.
+      throw new ProvisioningError(
+        'CLIENT_CERT_SUPERSEDED',
+        'the client certificate was replaced by a newer one and is retired; use the newer certificate',
+        { details: { retired: true } },
+      );
     }
     if (s.status === 'revoked' || s.subjectStatus === 'revoked') {
       this.log.info({ event: 'client_certificate_revoked', kind: id.kind, id: id.id, serial: id.serial });

@@ -4,7 +4,8 @@
  * Suspension is shown the RFC 5280 way: the active certificates of a suspended subject are listed with
  * reason certificateHold (§5.3.1, 6) and the time of the suspension; reinstating removes them from the
  * next CRL (a full CRL simply omits them, so no removeFromCRL entry is needed: that exists for delta CRLs).
- * Superseded certificates (replaced by a re-enrollment) are not listed: they are not revoked.
+ * A superseded certificate (replaced by a re-enrollment) is listed once retired, with reason superseded: its
+ * successor connected, its grace period ended, or an operator reset the device (registry/rotation.ts).
  */
 import type { CertificateAuthority, IssuingCa } from '../pki/ca.ts';
 import { type BuiltCrl, buildCrl } from '../pki/crl.ts';

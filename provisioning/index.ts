@@ -27,6 +27,7 @@ import { Issuance } from './issuance.ts';
 import { OcspResponder } from './ocsp.ts';
 import { OperatorActions } from './operator-actions.ts';
 import { registerHealth, registerPublicRoutes } from './public.ts';
+import { RotationSweeper } from './rotation.ts';
 
 export interface ProvisioningConfig {
   /** The name clients dial (FLEET_HOST); it goes into the server certificate. */
@@ -45,6 +46,11 @@ export interface ProvisioningConfig {
   readonly batchChunkLines?: number;
   /** The operator console on its own HTTPS port (console/); absent or disabled = none. */
   readonly console?: ConsoleConfig | undefined;
+  /**
+   * How long a certificate superseded by EST simplereenroll stays usable if its successor does not connect
+   * first (FLEET_ROTATION_GRACE_HOURS; default 24): registry/rotation.ts.
+   */
+  readonly rotationGraceHours?: number;
 }
 
 export interface ProvisioningDeps {
@@ -58,6 +64,8 @@ export interface Provisioning {
   readonly public: FastifyInstance;
   readonly auth: Authenticator;
   readonly crl: CrlPublisher;
+  /** Retires superseded certificates when their grace period ends (provisioning/rotation.ts). */
+  readonly rotation: RotationSweeper;
   readonly enrollment: Enrollment;
   readonly console: ConsoleServer | undefined;
   /** Listens on the configured ports (0 = any) and returns the ports bound. */
@@ -127,6 +135,7 @@ export async function buildProvisioning(
   const issuance = new Issuance(ca, registry);
   const enrollment = new Enrollment(issuance, registry, auth, logger);
   const ocsp = new OcspResponder(ca, registry, logger.child({ part: 'ocsp' }));
+  const rotation = new RotationSweeper(registry, logger.child({ part: 'rotation' }));
   // biome-ignore lint/suspicious/noExplicitAny: Fastify types the factory more narrowly than it calls it
   const schemaController = { compilersFactory: { buildValidator: strictBodyValidator() as any } };
 
@@ -187,6 +196,7 @@ export async function buildProvisioning(
     crl,
     actions,
     brokerUrl: config.brokerUrl,
+    rotationGraceMs: Math.round((config.rotationGraceHours ?? 24) * 3600_000),
     ...(config.batchChunkLines ? { batchChunkLines: config.batchChunkLines } : {}),
   });
   api.get('/openapi.json', { schema: { hide: true } }, async (req) => {
@@ -212,6 +222,7 @@ export async function buildProvisioning(
 
   await auth.start();
   await crl.start();
+  await rotation.start();
   await Promise.all([api.ready(), pub.ready()]);
 
   const renew = setInterval(() => {
@@ -236,6 +247,7 @@ export async function buildProvisioning(
     public: pub,
     auth,
     crl,
+    rotation,
     enrollment,
     console: consolePart.server,
     async listen() {
@@ -253,6 +265,7 @@ export async function buildProvisioning(
       closed = true;
       clearInterval(renew);
       await Promise.allSettled([api.close(), pub.close(), consolePart.close()]);
+      await rotation.stop();
       await auth.stop();
       await crl.stop();
     },

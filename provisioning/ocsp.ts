@@ -5,7 +5,9 @@
  *   'unknown' to it (one response has one signer).
  * - A CertID of an issuer that is not ours gets `unauthorized` (§2.3), an unparsable request
  *   `malformedRequest`; both are unsigned, as §2.3 prescribes, and sent with HTTP 200 (RFC 5019 §5).
- * - A serial the registry does not know is 'unknown'. A superseded certificate is 'good' (it is not revoked).
+ * - A serial the registry does not know is 'unknown'. A superseded certificate is 'good' during its grace
+ *   period and 'revoked' (reason superseded, RFC 5280 §5.3.1, 4) once retired: its successor connected, its
+ *   grace ended, or an operator reset the device (registry/rotation.ts; certificateStatus applies the rule).
  * - A suspended subject's certificates are 'revoked' with reason certificateHold and the time of the
  *   suspension, like the CRL; after reinstatement they are 'good' again.
  */

@@ -16,6 +16,8 @@ export const REGISTRY_ERRORS = {
   CERTIFICATE_EXISTS: 409,
   SUBJECT_NOT_FOUND: 404,
   CERTIFICATE_NOT_FOUND: 404,
+  /** A revoked device id met again (issue, reset): revocation is final, enroll under a new id. */
+  DEVICE_REVOKED: 409,
   /** Revoked is final: a revoked subject or certificate cannot change status. */
   ALREADY_REVOKED: 409,
   /** Superseding needs an active certificate (not superseded, not revoked). */

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Connection } from './db.ts';
 import { RegistryError } from './errors.ts';
-import { type StatusChangeRow, SUBJECT_KINDS, type SubjectKind } from './schema.ts';
+import { type RevocationReason, type StatusChangeRow, SUBJECT_KINDS, type SubjectKind } from './schema.ts';
 import type { ChangeEvent, ChangeListener, RegistryLogger } from './types.ts';
 
 export class ChangeFeed {
@@ -54,6 +54,8 @@ export class ChangeFeed {
         id: r.id,
         ...(r.serial ? { serial: r.serial } : {}),
         status: r.status,
+        ...(r.reason ? { reason: r.reason } : {}),
+        ...(r.graceUntil ? { graceUntil: r.graceUntil } : {}),
       });
     }
   }
@@ -129,6 +131,10 @@ function parseChange(payload: string): ChangeEvent | undefined {
       id: p['id'],
       ...(typeof p['serial'] === 'string' ? { serial: p['serial'] } : {}),
       status: p['status'] as ChangeEvent['status'],
+      ...(typeof p['reason'] === 'string' ? { reason: p['reason'] as RevocationReason } : {}),
+      ...(typeof p['grace_until'] === 'string' && !Number.isNaN(Date.parse(p['grace_until']))
+        ? { graceUntil: new Date(p['grace_until']) }
+        : {}),
     };
   } catch {
     return undefined;

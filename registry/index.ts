@@ -2,6 +2,7 @@
 export { ref } from './audit.ts';
 export { REGISTRY_ERRORS, RegistryError, type RegistryErrorCode } from './errors.ts';
 export { openRegistry, Registry } from './registry.ts';
+export { DEFAULT_ROTATION_GRACE_MS } from './rotation.ts';
 export {
   AUDIT_OUTCOMES,
   type AuditOutcome,

@@ -6,9 +6,18 @@ import { and, desc, eq, inArray, ne, sql } from 'drizzle-orm';
 import { ref, writeAudit } from './audit.ts';
 import type { Db, Tx } from './db.ts';
 import { RegistryError } from './errors.ts';
-import { type CertificateRow, certificates, devices, principals, type SubjectKind } from './schema.ts';
+import { checkGraceMs, retireAllOf } from './rotation.ts';
+import {
+  type CertificateRow,
+  certificates,
+  devices,
+  principals,
+  type StatusChangeRow,
+  statusChanges,
+} from './schema.ts';
 import { BULK_CHUNK, chunks, duplicates, exec, textArray } from './sql.ts';
-import { lockSubjectStatus, principalInsert, principalValues } from './subjects.ts';
+import type { Written } from './status.ts';
+import { deviceRevoked, lockSubjectStatus, principalInsert, principalValues } from './subjects.ts';
 import type {
   IssueRecord,
   IssueSubject,
@@ -36,13 +45,15 @@ function listNames(ids: string[]): string {
 
 /**
  * Records many issued certificates in ONE transaction with multi-row inserts: all or nothing. Refuses
- * with DEVICE_EXISTS (a device id already recorded, unless an operator allowed its re-enrollment, in
- * which case its active certificates become superseded), CERTIFICATE_EXISTS (serial or fingerprint
- * already recorded), SUBJECT_NOT_ACTIVE (a suspended or revoked principal or re-enrolling device).
+ * with DEVICE_REVOKED (a revoked device id: revocation is final, the id is never issued again),
+ * DEVICE_EXISTS (a device id already recorded, unless an operator reset it, in which case any certificate
+ * of it still not revoked is retired at once: registry/rotation.ts), CERTIFICATE_EXISTS (serial or
+ * fingerprint already recorded), SUBJECT_NOT_ACTIVE (a suspended or revoked principal or re-enrolling
+ * device). Returns the status-change rows of what it retired, for the caller to publish.
  */
-export async function recordIssuedBatch(db: Db, records: IssueRecord[]): Promise<CertificateRow[]> {
+export async function recordIssuedBatch(db: Db, records: IssueRecord[]): Promise<Written<CertificateRow[]>> {
   if (!Array.isArray(records)) throw invalid('records must be an array');
-  if (records.length === 0) return [];
+  if (records.length === 0) return { result: [], changes: [] };
   checkBatch(records);
   const deviceRecs = records.filter((r) => r.subject.kind === 'device');
   const principalRecs = records.filter((r) => r.subject.kind !== 'device');
@@ -50,12 +61,12 @@ export async function recordIssuedBatch(db: Db, records: IssueRecord[]): Promise
     const reenrolled = await insertDevices(tx, deviceRecs);
     await ensurePrincipalsActive(tx, principalRecs);
     const rows = await insertCertificates(tx, records);
-    await supersedeReenrolled(tx, deviceRecs, reenrolled);
+    const changes = await retireReenrolled(tx, deviceRecs, reenrolled);
     await writeAudit(
       tx,
       records.map((r) => issueAuditEntry(r, reenrolled)),
     );
-    return rows;
+    return { result: rows, changes };
   });
 }
 
@@ -100,10 +111,19 @@ async function insertDevices(tx: Tx, deviceRecs: IssueRecord[]): Promise<Set<str
   const existing = deviceRecs.map((r) => r.subject.id).filter((id) => !inserted.has(id));
   if (existing.length === 0) return reenrolled;
   const rows = await tx
-    .select({ id: devices.id, status: devices.status, reenrollAllowed: devices.reenrollAllowed })
+    .select({
+      id: devices.id,
+      status: devices.status,
+      reenrollAllowed: devices.reenrollAllowed,
+      revokedAt: devices.revokedAt,
+      revocationReason: devices.revocationReason,
+    })
     .from(devices)
     .where(inArray(devices.id, existing))
     .for('update');
+  // Revocation is final: a revoked id is a dead end, and the refusal says so (not "reset it first").
+  const revoked = rows.find((d) => d.status === 'revoked');
+  if (revoked) throw deviceRevoked(revoked);
   const refused = rows.filter((d) => !d.reenrollAllowed).map((d) => d.id);
   if (refused.length > 0) {
     throw new RegistryError('DEVICE_EXISTS', `device already enrolled: ${listNames(refused)}`, {
@@ -202,22 +222,32 @@ function certificateRow(r: IssueRecord, createdAt: Date): CertificateRow {
     revocationReason: null,
     revokedAt: null,
     supersededBy: null,
+    graceUntil: null,
     createdAt,
     enrolledBy: r.enrolledBy ?? null,
   };
 }
 
-/** Re-enrollments an operator reset allowed: the old certificates are superseded by the new one. */
-async function supersedeReenrolled(
+/**
+ * Re-enrollments an operator reset allowed. The reset retired the old certificates already; one still not
+ * revoked (written before the rule, or by a concurrent re-enrollment) is retired now, with no grace.
+ */
+async function retireReenrolled(
   tx: Tx,
   deviceRecs: IssueRecord[],
   reenrolled: Set<string>,
-): Promise<void> {
+): Promise<StatusChangeRow[]> {
+  const changes: StatusChangeRow[] = [];
   for (const r of deviceRecs) {
     if (!reenrolled.has(r.subject.id)) continue;
-    await supersedeActive(tx, 'device', r.subject.id, r.certificate.serial);
+    changes.push(
+      ...(await retireAllOf(tx, { kind: 'device', id: r.subject.id }, r.actor, 'reset', [
+        r.certificate.serial,
+      ])),
+    );
     await tx.update(devices).set({ reenrollAllowed: false }).where(eq(devices.id, r.subject.id));
   }
+  return changes;
 }
 
 function issueAuditEntry(r: IssueRecord, reenrolled: Set<string>): NewAuditEntry {
@@ -236,34 +266,28 @@ function issueAuditEntry(r: IssueRecord, reenrolled: Set<string>): NewAuditEntry
   };
 }
 
-async function supersedeActive(tx: Tx, kind: SubjectKind, id: string, by: string): Promise<void> {
-  await tx
-    .update(certificates)
-    .set({ status: 'superseded', supersededBy: by })
-    .where(
-      and(
-        eq(certificates.subjectKind, kind),
-        eq(certificates.subjectId, id),
-        eq(certificates.status, 'active'),
-        ne(certificates.serial, by),
-      ),
-    );
-}
-
 /**
  * Re-enrollment: the active certificate `oldSerial` becomes superseded by `next` (same subject), in one
- * transaction. Refuses CERTIFICATE_NOT_FOUND, ALREADY_REVOKED, CERTIFICATE_NOT_ACTIVE (already superseded),
- * SUBJECT_NOT_ACTIVE, CERTIFICATE_EXISTS.
+ * transaction, usable for `graceMs` more (default 24 hours) unless `next` connects first
+ * (registry/rotation.ts); with a grace of 0 it is retired at once. Refuses CERTIFICATE_NOT_FOUND,
+ * ALREADY_REVOKED, CERTIFICATE_NOT_ACTIVE (already superseded), SUBJECT_NOT_ACTIVE, CERTIFICATE_EXISTS.
+ * Returns the status-change row to publish.
  */
 export async function supersede(
   db: Db,
   oldSerial: string,
   next: NewCertificate,
-  opts: { actor: string; enrolledBy?: string | null; details?: Record<string, unknown> },
-): Promise<CertificateRow> {
+  opts: { actor: string; enrolledBy?: string | null; details?: Record<string, unknown>; graceMs?: number },
+): Promise<Written<CertificateRow>> {
   const serial = checkSerial(oldSerial, 'oldSerial');
   checkCertificate(next, 'certificate');
   assertActor(opts.actor);
+  let graceMs: number;
+  try {
+    graceMs = checkGraceMs(opts.graceMs);
+  } catch {
+    throw invalid('graceMs must be a whole number of milliseconds from 0 to ten years', { field: 'graceMs' });
+  }
   if (opts.enrolledBy !== undefined && opts.enrolledBy !== null) assertId(opts.enrolledBy, 'station id');
   return db.transaction(async (tx) => {
     const [old] = await tx.select().from(certificates).where(eq(certificates.serial, serial)).for('update');
@@ -305,10 +329,38 @@ export async function supersede(
         `certificate serial or fingerprint already recorded: ${next.serial}`,
       );
     }
-    await tx
+    const retireNow = graceMs === 0;
+    const [marked] = await tx
       .update(certificates)
-      .set({ status: 'superseded', supersededBy: next.serial })
-      .where(eq(certificates.serial, serial));
+      .set(
+        retireNow
+          ? {
+              status: 'revoked',
+              revocationReason: 'superseded',
+              revokedAt: sql`now()`,
+              supersededBy: next.serial,
+            }
+          : {
+              status: 'superseded',
+              supersededBy: next.serial,
+              graceUntil: sql`now() + ${graceMs} * interval '1 millisecond'`,
+            },
+      )
+      .where(eq(certificates.serial, serial))
+      .returning({ graceUntil: certificates.graceUntil });
+    // The feed tells every broker node: the deadline (superseded), or the retirement (no grace).
+    const changes = await tx
+      .insert(statusChanges)
+      .values({
+        kind: old.subjectKind,
+        id: old.subjectId,
+        serial,
+        status: retireNow ? 'revoked' : 'superseded',
+        reason: 'superseded',
+        actor: opts.actor,
+        graceUntil: retireNow ? null : marked!.graceUntil,
+      })
+      .returning();
     if (old.subjectKind === 'device') {
       await tx.update(devices).set({ reenrollAllowed: false }).where(eq(devices.id, old.subjectId));
     }
@@ -318,10 +370,15 @@ export async function supersede(
         action: 'certificate.supersede',
         subject: ref(old.subjectKind, old.subjectId),
         outcome: 'success',
-        details: { serial: next.serial, supersedes: serial, ...(opts.details ?? {}) },
+        details: {
+          serial: next.serial,
+          supersedes: serial,
+          graceUntil: marked!.graceUntil?.toISOString() ?? null,
+          ...(opts.details ?? {}),
+        },
       },
     ]);
-    return row;
+    return { result: row, changes };
   });
 }
 

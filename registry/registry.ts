@@ -10,6 +10,7 @@
  *   subjects.ts     devices and principals
  *   status.ts       suspend, reinstate, revoke, the station cascade
  *   revocation.ts   what brokers, the CRL and OCSP read
+ *   rotation.ts     the rotation rule: superseded certificates, their grace, their retirement
  *   feed.ts         the change feed
  *   presence.ts     who is connected where
  *   audit.ts        the audit log, and its one writer
@@ -29,6 +30,7 @@ import { acquireDirLock, type DirLock } from './lock.ts';
 import { migrate } from './migrate.ts';
 import * as presence from './presence.ts';
 import * as revocation from './revocation.ts';
+import * as rotation from './rotation.ts';
 import type {
   AuditRow,
   CertificateRow,
@@ -101,16 +103,51 @@ export class Registry {
 
   /** Many issued certificates in ONE transaction, all or nothing (see issuing.ts for the refusals). */
   async recordIssuedBatch(records: IssueRecord[]): Promise<CertificateRow[]> {
-    return issuing.recordIssuedBatch(this.db, records);
+    const { result, changes } = await issuing.recordIssuedBatch(this.db, records);
+    this.feed.publish(changes);
+    return result;
   }
 
-  /** Re-enrollment: the active certificate `oldSerial` becomes superseded by `next` (same subject). */
+  /**
+   * Re-enrollment: the active certificate `oldSerial` becomes superseded by `next` (same subject), usable
+   * until `next` first connects or `graceMs` (default 24 hours) ends: registry/rotation.ts.
+   */
   async supersede(
     oldSerial: string,
     next: NewCertificate,
-    opts: { actor: string; enrolledBy?: string | null; details?: Record<string, unknown> },
+    opts: { actor: string; enrolledBy?: string | null; details?: Record<string, unknown>; graceMs?: number },
   ): Promise<CertificateRow> {
-    return issuing.supersede(this.db, oldSerial, next, opts);
+    const { result, changes } = await issuing.supersede(this.db, oldSerial, next, opts);
+    this.feed.publish(changes);
+    return result;
+  }
+
+  /**
+   * The certificate `serial` of `kind:id` connected: the certificates it superseded are retired now
+   * (revoked, reason superseded). Returns the serials retired ([] when none, or when `serial` is not the
+   * subject's active certificate). A broker node calls it on a successor's first connect.
+   */
+  async retireSuperseded(input: {
+    kind: SubjectKind;
+    id: string;
+    serial: string;
+    actor: string;
+  }): Promise<string[]> {
+    const changes = await rotation.retireSuperseded(this.db, input);
+    this.feed.publish(changes);
+    return changes.map((c) => c.serial!);
+  }
+
+  /** The rotation sweep: retires every superseded certificate whose grace ended; returns their serials. */
+  async retireExpiredGrace(actor: string): Promise<string[]> {
+    const changes = await rotation.retireExpiredGrace(this.db, actor);
+    this.feed.publish(changes);
+    return changes.map((c) => c.serial!);
+  }
+
+  /** When the next grace period ends (undefined when no certificate is in one). */
+  async nextGraceDeadline(): Promise<Date | undefined> {
+    return rotation.nextGraceDeadline(this.db);
   }
 
   /** The active certificate of a subject for a given public key: same key, same certificate back. */
@@ -134,9 +171,14 @@ export class Registry {
     return subjects.listDevices(this.db, filter);
   }
 
-  /** Operator "reset": the next enrollment of this device id may replace its certificate. */
+  /**
+   * Operator "reset": the next enrollment of this device id may replace its certificate; its certificates
+   * are retired at once (DEVICE_REVOKED for a revoked device: revocation is final).
+   */
   async allowReenroll(deviceId: string, actor: string): Promise<DeviceRow> {
-    return subjects.allowReenroll(this.db, deviceId, actor);
+    const { result, changes } = await subjects.allowReenroll(this.db, deviceId, actor);
+    this.feed.publish(changes);
+    return result;
   }
 
   async createPrincipal(p: NewPrincipal, actor: string): Promise<PrincipalRow> {
@@ -179,9 +221,8 @@ export class Registry {
   }
 
   /**
-   * Revokes one certificate (its subject keeps its status). Revoked is final. No route calls it yet; it is
-   * the write that retiring a superseded certificate (reason superseded) needs, and its change-feed event
-   * is the registry's to publish.
+   * Revokes one certificate (its subject keeps its status). Revoked is final. (Retiring a superseded
+   * certificate is rotation's: retireSuperseded, retireExpiredGrace.)
    */
   async revokeCertificate(input: {
     serial: string;

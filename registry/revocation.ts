@@ -3,8 +3,9 @@
  * status-change log) and the log itself, the revoked set, a CA's revoked and held certificates, one
  * serial's status, and the certificates that expire soon.
  */
-import { and, asc, eq, gt, ne, type SQL, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { Db, Tx } from './db.ts';
+import { effectiveStatus, RETIRED_BY_DEADLINE } from './rotation.ts';
 import {
   certificates,
   devices,
@@ -56,18 +57,41 @@ export async function revokedSet(db: Db, driver: 'postgres' | 'pglite'): Promise
       .select({ kind: principals.kind, id: principals.id, status: principals.status })
       .from(principals)
       .where(ne(principals.status, 'active'));
-    const serials = await tx
-      .select({ serial: certificates.serial })
+    // Revoked certificates, those retired by the rotation rule (reason superseded, or past their grace
+    // deadline whether the sweep wrote it yet or not), and those still in their grace period.
+    const certs = await tx
+      .select({
+        serial: certificates.serial,
+        kind: certificates.subjectKind,
+        id: certificates.subjectId,
+        status: certificates.status,
+        reason: certificates.revocationReason,
+        graceUntil: certificates.graceUntil,
+        past: sql<boolean>`coalesce(${RETIRED_BY_DEADLINE}, false)`,
+      })
       .from(certificates)
-      .where(eq(certificates.status, 'revoked'));
+      .where(or(eq(certificates.status, 'revoked'), eq(certificates.status, 'superseded')));
     type Inactive = Exclude<SubjectStatus, 'active'>;
+    const serials: string[] = [];
+    const retired: string[] = [];
+    const grace: RevokedSet['grace'] = [];
+    for (const c of certs) {
+      if (c.status === 'superseded' && !c.past) {
+        grace.push({ kind: c.kind, id: c.id, serial: c.serial, graceUntil: c.graceUntil });
+        continue;
+      }
+      serials.push(c.serial);
+      if (c.status === 'superseded' || c.reason === 'superseded') retired.push(c.serial);
+    }
     return {
       generation,
       subjects: [
         ...devs.map((d) => ({ kind: 'device' as const, id: d.id, status: d.status as Inactive })),
         ...prins.map((p) => ({ kind: p.kind, id: p.id, status: p.status as Inactive })),
       ],
-      serials: serials.map((s) => s.serial),
+      serials,
+      retired,
+      grace,
     };
   };
   // PGlite has one connection, so nothing else commits between the reads.
@@ -76,22 +100,28 @@ export async function revokedSet(db: Db, driver: 'postgres' | 'pglite'): Promise
     : db.transaction(read);
 }
 
-/** Revoked certificates of one issuing CA, for its CRL (ordered by serial). */
+/**
+ * Revoked certificates of one issuing CA, for its CRL (ordered by serial): superseded ones past their grace
+ * deadline included, revoked with reason superseded from their deadline (registry/rotation.ts).
+ */
 export async function revokedCertificates(db: Db, issuerCa: string): Promise<RevokedCertificate[]> {
   const rows = await db
     .select({
       serial: certificates.serial,
+      status: certificates.status,
       revokedAt: certificates.revokedAt,
       reason: certificates.revocationReason,
+      graceUntil: certificates.graceUntil,
     })
     .from(certificates)
-    .where(and(eq(certificates.issuerCa, issuerCa), eq(certificates.status, 'revoked')))
+    .where(
+      and(eq(certificates.issuerCa, issuerCa), or(eq(certificates.status, 'revoked'), RETIRED_BY_DEADLINE)),
+    )
     .orderBy(asc(certificates.serial));
-  return rows.map((r) => ({
-    serial: r.serial,
-    revokedAt: r.revokedAt!,
-    reason: r.reason ?? 'unspecified',
-  }));
+  return rows.map((row) => {
+    const r = effectiveStatus(row);
+    return { serial: r.serial, revokedAt: r.revokedAt!, reason: r.reason ?? 'unspecified' };
+  });
 }
 
 /**
@@ -153,6 +183,7 @@ export async function certificateStatus(db: Db, serial: string): Promise<Certifi
       status: certificates.status,
       revokedAt: certificates.revokedAt,
       reason: certificates.revocationReason,
+      graceUntil: certificates.graceUntil,
       issuerCa: certificates.issuerCa,
       notBefore: certificates.notBefore,
       notAfter: certificates.notAfter,
@@ -163,5 +194,5 @@ export async function certificateStatus(db: Db, serial: string): Promise<Certifi
     .where(eq(certificates.serial, s));
   if (!c) return undefined;
   const subjectStatus = (await subjectStatusOf(db, c.subjectKind, c.subjectId)) ?? null;
-  return { ...c, subjectStatus };
+  return { ...effectiveStatus(c), subjectStatus };
 }

@@ -4,7 +4,7 @@
  */
 import { type SQL, sql } from 'drizzle-orm';
 import type { Db } from './db.ts';
-import { certificates } from './schema.ts';
+import { type CertificateStatus, certificates, type RevocationReason } from './schema.ts';
 import type { Page } from './types.ts';
 
 /** Rows per multi-row INSERT: well below PostgreSQL's 65,535 bind parameters. */
@@ -47,7 +47,12 @@ export function page<T>(rows: T[], limit: number, cursorOf: (row: T) => string):
   return { items, nextCursor: cursorOf(items[items.length - 1]!) };
 }
 
-/** A certificate without its DER (lists and device details). */
+/**
+ * A certificate without its DER (lists and device details), with its status as the rotation rule says it
+ * is now: a superseded certificate past its grace deadline reads as revoked (superseded), whether or not the
+ * sweep wrote it yet (registry/rotation.ts).
+ */
+const pastGrace = sql`(${certificates.status} = 'superseded' and ${certificates.graceUntil} <= now())`;
 export const certificateSummaryColumns = {
   serial: certificates.serial,
   subjectKind: certificates.subjectKind,
@@ -57,10 +62,19 @@ export const certificateSummaryColumns = {
   spkiSha256: certificates.spkiSha256,
   notBefore: certificates.notBefore,
   notAfter: certificates.notAfter,
-  status: certificates.status,
-  revocationReason: certificates.revocationReason,
-  revokedAt: certificates.revokedAt,
+  status: sql<CertificateStatus>`case when ${pastGrace} then 'revoked' else ${certificates.status} end`.as(
+    'status',
+  ),
+  revocationReason:
+    sql<RevocationReason | null>`case when ${pastGrace} then 'superseded' else ${certificates.revocationReason} end`.as(
+      'revocation_reason',
+    ),
+  revokedAt:
+    sql<Date | null>`case when ${pastGrace} then ${certificates.graceUntil} else ${certificates.revokedAt} end`
+      .mapWith(certificates.revokedAt)
+      .as('revoked_at'),
   supersededBy: certificates.supersededBy,
+  graceUntil: certificates.graceUntil,
   createdAt: certificates.createdAt,
   enrolledBy: certificates.enrolledBy,
 };

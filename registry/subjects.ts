@@ -6,6 +6,7 @@ import { and, asc, count, desc, eq, gt, gte, lte, type SQL, sql } from 'drizzle-
 import { ref, writeAudit } from './audit.ts';
 import type { Db, Tx } from './db.ts';
 import { RegistryError } from './errors.ts';
+import { retireAllOf } from './rotation.ts';
 import {
   certificates,
   type DeviceRow,
@@ -19,6 +20,7 @@ import {
   type SubjectStatus,
 } from './schema.ts';
 import { certificateSummaryColumns, page } from './sql.ts';
+import type { Written } from './status.ts';
 import type {
   DeviceDetail,
   DeviceFilter,
@@ -40,6 +42,24 @@ import {
 } from './validation.ts';
 
 // ------------------------------------------------------------------------------------------ devices
+
+/** DEVICE_REVOKED: what every refusal that meets a revoked device id says (design.md: revocation is final). */
+export function deviceRevoked(d: { id: string; revokedAt: Date | null; revocationReason: string | null }) {
+  const when = d.revokedAt ? ` on ${d.revokedAt.toISOString()}` : '';
+  return new RegistryError(
+    'DEVICE_REVOKED',
+    `device ${d.id} was revoked${when}${d.revocationReason ? ` (${d.revocationReason})` : ''}; revocation is final ` +
+      'and its id is never issued again: enroll the device under a new id',
+    {
+      details: {
+        id: d.id,
+        revokedAt: d.revokedAt?.toISOString() ?? null,
+        reason: d.revocationReason,
+        instead: 'enroll the device under a new device id',
+      },
+    },
+  );
+}
 
 export async function getDevice(db: Db, id: string): Promise<DeviceDetail | undefined> {
   assertId(id, 'device id');
@@ -113,23 +133,35 @@ export async function listDevices(db: Db, filter: DeviceFilter): Promise<Page<De
   return page(rows, limit, (d) => d.id);
 }
 
-/** Operator "reset": the next enrollment of this device id may replace its certificate. */
-export async function allowReenroll(db: Db, deviceId: string, actor: string): Promise<DeviceRow> {
+/**
+ * Operator "reset": the next enrollment of this device id may replace its certificate, and every
+ * certificate of it still not revoked is retired at once (revoked, reason superseded: registry/rotation.ts),
+ * so a live session on it is closed on every broker node. A revoked device is a dead end: DEVICE_REVOKED
+ * (revocation is final; enroll the device under a new id). Returns the status-change rows to publish.
+ */
+export async function allowReenroll(db: Db, deviceId: string, actor: string): Promise<Written<DeviceRow>> {
   assertId(deviceId, 'device id');
   assertActor(actor);
   return db.transaction(async (tx) => {
     const [d] = await tx.select().from(devices).where(eq(devices.id, deviceId)).for('update');
     if (!d) throw new RegistryError('SUBJECT_NOT_FOUND', `no device ${deviceId}`);
-    if (d.status === 'revoked') throw new RegistryError('ALREADY_REVOKED', `device ${deviceId} is revoked`);
+    if (d.status === 'revoked') throw deviceRevoked(d);
     const [row] = await tx
       .update(devices)
       .set({ reenrollAllowed: true })
       .where(eq(devices.id, deviceId))
       .returning();
+    const changes = await retireAllOf(tx, { kind: 'device', id: deviceId }, actor, 'reset');
     await writeAudit(tx, [
-      { actor, action: 'device.reset', subject: ref('device', deviceId), outcome: 'success' },
+      {
+        actor,
+        action: 'device.reset',
+        subject: ref('device', deviceId),
+        outcome: 'success',
+        details: { certificatesRetired: changes.map((c) => c.serial) },
+      },
     ]);
-    return row!;
+    return { result: row!, changes };
   });
 }
 

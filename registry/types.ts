@@ -152,6 +152,10 @@ export interface ChangeEvent {
   id: string;
   serial?: string;
   status: SubjectStatus | 'superseded';
+  /** The RFC 5280 reason of a revocation (superseded: retired by the rotation rule). */
+  reason?: RevocationReason;
+  /** With status superseded: the certificate is usable until then (registry/rotation.ts). */
+  graceUntil?: Date;
 }
 
 export type ChangeListener = (event: ChangeEvent) => void;
@@ -161,8 +165,12 @@ export interface RevokedSet {
   generation: number;
   /** Every subject that is not active (suspended or revoked). */
   subjects: { kind: SubjectKind; id: string; status: Exclude<SubjectStatus, 'active'> }[];
-  /** Serials of revoked certificates. */
+  /** Serials of revoked certificates (retired ones included). */
   serials: string[];
+  /** The serials above retired by the rotation rule (reason superseded). */
+  retired: string[];
+  /** Superseded certificates still in their grace period, with their deadline (registry/rotation.ts). */
+  grace: { kind: SubjectKind; id: string; serial: string; graceUntil: Date | null }[];
 }
 
 export interface RevokedCertificate {
@@ -177,6 +185,8 @@ export interface CertificateStatusInfo {
   status: CertificateStatus;
   revokedAt: Date | null;
   reason: RevocationReason | null;
+  /** A superseded certificate is usable until then (registry/rotation.ts). */
+  graceUntil: Date | null;
   issuerCa: string;
   notBefore: Date;
   notAfter: Date;

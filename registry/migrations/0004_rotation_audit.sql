@@ -12,12 +12,13 @@ UPDATE "certificates" SET "grace_until" = now() + interval '24 hours'
   WHERE "status" = 'superseded' AND "grace_until" IS NULL;
 --> statement-breakpoint
 -- The feed now carries a superseded certificate's deadline, so every broker node refuses it when the grace
--- ends, whether or not the sweep has run yet. Payload: {"seq","kind","id","serial","status","grace_until"}.
+-- ends, whether or not the sweep has run yet, and a revocation's reason (superseded: retired by rotation).
+-- Payload: {"seq","kind","id","serial","status","reason","grace_until"}.
 CREATE OR REPLACE FUNCTION fleet_status_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('fleet_status', json_build_object(
     'seq', NEW.seq, 'kind', NEW.kind, 'id', NEW.id, 'serial', NEW.serial, 'status', NEW.status,
-    'grace_until', NEW.grace_until
+    'reason', NEW.reason, 'grace_until', NEW.grace_until
   )::text);
   RETURN NULL;
 END;

@@ -179,6 +179,34 @@ export async function enroll(
   return { cert: certToPem(issued.der), key: k.key, serial: issued.serial, id };
 }
 
+/**
+ * Rotation as EST simplereenroll records it: a new key and certificate for the same device, the old one
+ * superseded (usable until the new one first connects or `graceMs` ends; the registry's default otherwise).
+ */
+export async function reenroll(
+  registry: Registry,
+  ca: CertificateAuthority,
+  old: Credentials,
+  opts: { graceMs?: number } = {},
+): Promise<Credentials> {
+  const k = newKey();
+  const issued = ca.issue({ profile: 'device', id: old.id, spki: k.spki });
+  await registry.supersede(
+    old.serial,
+    {
+      serial: issued.serial,
+      issuerCa: issued.issuerCa,
+      der: issued.der,
+      fingerprintSha256: issued.fingerprint,
+      spkiSha256: issued.spkiSha256,
+      notBefore: issued.notBefore,
+      notAfter: issued.notAfter,
+    },
+    { actor: `device:${old.id}`, ...(opts.graceMs !== undefined ? { graceMs: opts.graceMs } : {}) },
+  );
+  return { cert: certToPem(issued.der), key: k.key, serial: issued.serial, id: old.id };
+}
+
 export const setStatus = (registry: Registry, kind: IdentityKind, id: string, status: SubjectStatus) =>
   registry.setStatus({ kind, id, status, actor: 'operator:test' });
 
@@ -397,6 +425,8 @@ export interface BrokerFixture extends Omit<StartedBroker, 'stop' | 'config'> {
   /** A certificate from the fixture's CA that the registry does not know. */
   issue(profile: ProfileName, id: string, opts?: Parameters<typeof issue>[3]): Credentials;
   setStatus(kind: IdentityKind, id: string, status: SubjectStatus): ReturnType<typeof setStatus>;
+  /** EST simplereenroll of a device in the fixture's registry (see reenroll()). */
+  reenroll(old: Credentials, opts?: { graceMs?: number }): Promise<Credentials>;
   /** Stops every broker still running, closes the registry, removes the temp dir. */
   cleanup(): Promise<void>;
 }
@@ -452,6 +482,7 @@ export async function brokerFixture(opts: { prefix?: string } = {}): Promise<Bro
     enroll: (kind, id, o) => enroll(db.registry, ca, kind, id, o),
     issue: (profile, id, o) => issue(ca, profile, id, o),
     setStatus: (kind, id, status) => setStatus(db.registry, kind, id, status),
+    reenroll: (old, o) => reenroll(db.registry, ca, old, o),
     async cleanup() {
       for (const b of [...running]) await b.stop();
       await db.cleanup();
