@@ -129,11 +129,12 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
         csr: second.csrPem,
       });
       expect(r3.status, r3.text).toBe(201);
+      // The reset retired the old certificate at once (revoked, reason superseded).
       const d = await h.registry.getDevice(id);
-      expect(d!.certificates.map((c) => [c.serial, c.status])).toEqual(
+      expect(d!.certificates.map((c) => [c.serial, c.status, c.revocationReason])).toEqual(
         expect.arrayContaining([
-          [r3.json.serial, 'active'],
-          [r1.json.serial, 'superseded'],
+          [r3.json.serial, 'active', null],
+          [r1.json.serial, 'revoked', 'superseded'],
         ]),
       );
     });
@@ -614,6 +615,59 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       const again = await h.call(h.operator, 'POST', `/v1/devices/${id}/reinstate`, {});
       expect(again.status).toBe(409);
       expect(again.json.error.code).toBe('ALREADY_REVOKED');
+    });
+
+    it('a superseded certificate is good in OCSP during its grace; once retired, OCSP and the CRL say revoked (superseded) and the API refuses it', async () => {
+      const id = uid('rot');
+      const k = h.keyAndCsr(id);
+      const e = await h.call(station, 'POST', '/v1/enrollments', {
+        deviceId: id,
+        product: 'thermo',
+        csr: k.csrPem,
+      });
+      const dev = await deviceCreds(h, e.json, k.keyPem);
+      const csrDer = der.fromPemAll(h.keyAndCsr(id).csrPem, 'CERTIFICATE REQUEST')[0]!;
+      const re = await h.call(dev, 'POST', '/.well-known/est/simplereenroll', b64Lines(csrDer), {
+        'content-type': 'application/pkcs10',
+      });
+      expect(re.status, re.text).toBe(200);
+      const ocsp = async () => {
+        const r = await openssl([
+          'ocsp',
+          '-issuer',
+          h.ca.files.deviceCa,
+          '-cert',
+          dev.certPath,
+          '-url',
+          `${h.publicUrl}/ocsp`,
+          '-CAfile',
+          h.ca.files.root,
+          '-verify_other',
+          h.ca.files.deviceCa,
+        ]);
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout;
+      };
+      // In its grace period: not revoked anywhere, and EST re-enrollment retries still work with it.
+      expect(await ocsp()).toContain(': good');
+      const next = (await h.registry.getDevice(id))!.certificates.find((c) => c.status === 'active')!;
+      // Its successor connects (what a broker node reports): retired.
+      expect(
+        await h.registry.retireSuperseded({ kind: 'device', id, serial: next.serial, actor: 'broker:test' }),
+      ).toEqual([e.json.serial]);
+      const retired = await ocsp();
+      expect(retired).toContain(': revoked');
+      expect(retired).toMatch(/Reason: superseded/);
+      const crl = await request(`${h.publicUrl}/crl/device.crl`);
+      const file = await writeTemp(h, `${uid('crl')}.crl`, Buffer.from(await crl.body.arrayBuffer()));
+      const t = await openssl(['crl', '-inform', 'DER', '-in', file, '-noout', '-text']);
+      expect(t.stdout).toContain(e.json.serial.toUpperCase());
+      expect(t.stdout).toContain('Superseded');
+      const refused = await h.call(dev, 'POST', '/.well-known/est/simplereenroll', b64Lines(csrDer), {
+        'content-type': 'application/pkcs10',
+      });
+      expect(refused.status).toBe(403);
+      expect(refused.json.error.code).toBe('CLIENT_CERT_SUPERSEDED');
     });
 
     it('stations: create, issue, scope and quota, revoke with a cascade over a time window', async () => {

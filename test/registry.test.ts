@@ -377,7 +377,7 @@ describe.each(backends)('registry on $name', (backend) => {
       expect(other).toBeUndefined();
     });
 
-    it('re-enrolls a device only after an operator reset, superseding its old certificate', async () => {
+    it('re-enrolls a device only after an operator reset, which retires its old certificate at once', async () => {
       const first = deviceRecord();
       await reg.recordIssued(first);
       const again = deviceRecord({ id: first.subject.id });
@@ -385,13 +385,20 @@ describe.each(backends)('registry on $name', (backend) => {
 
       const reset = await reg.allowReenroll(first.subject.id, 'operator:alice');
       expect(reset.reenrollAllowed).toBe(true);
+      // Dead at once (design.md, Rotation and retirement): revoked with reason superseded.
+      expect(await reg.certificateStatus(first.certificate.serial)).toMatchObject({
+        status: 'revoked',
+        reason: 'superseded',
+      });
       await reg.recordIssued(again);
       const device = await reg.getDevice(first.subject.id);
       expect(device!.reenrollAllowed).toBe(false);
-      const byStatus = Object.fromEntries(device!.certificates.map((c) => [c.serial, c.status]));
+      const byStatus = Object.fromEntries(
+        device!.certificates.map((c) => [c.serial, [c.status, c.revocationReason]]),
+      );
       expect(byStatus).toEqual({
-        [first.certificate.serial]: 'superseded',
-        [again.certificate.serial]: 'active',
+        [first.certificate.serial]: ['revoked', 'superseded'],
+        [again.certificate.serial]: ['active', null],
       });
       // The flag is used up.
       await expectCode(reg.recordIssued(deviceRecord({ id: first.subject.id })), 'DEVICE_EXISTS');
@@ -405,6 +412,10 @@ describe.each(backends)('registry on $name', (backend) => {
       expect(row).toMatchObject({ serial: next.serial, subjectId: first.subject.id, status: 'active' });
       const old = await getCertificate(reg, first.certificate.serial);
       expect(old).toMatchObject({ status: 'superseded', supersededBy: next.serial });
+      // Usable for the default grace period (24 hours) unless its successor connects first.
+      const graceMs = old!.graceUntil!.getTime() - Date.now();
+      expect(graceMs).toBeGreaterThan(23.9 * 3600_000);
+      expect(graceMs).toBeLessThanOrEqual(24 * 3600_000);
       await expectCode(
         reg.supersede(first.certificate.serial, fakeCert(), { actor: 'device:x' }),
         'CERTIFICATE_NOT_ACTIVE',
