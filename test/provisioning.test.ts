@@ -139,6 +139,66 @@ describe.each(backends('prov'))('provisioning on $name', (backend) => {
       );
     });
 
+    it('a revoked device id is final: issuing it again (same key, another key, JSON, NDJSON, EST) and resetting it answer DEVICE_REVOKED naming the id, when, and what to do instead', async () => {
+      const id = uid('gone');
+      const k = h.keyAndCsr(id);
+      const r1 = await h.call(station, 'POST', '/v1/enrollments', {
+        deviceId: id,
+        product: 'thermo',
+        csr: k.csrPem,
+      });
+      expect(r1.status).toBe(201);
+      const rv = await h.call(h.operator, 'POST', `/v1/devices/${id}/revoke`, { reason: 'keyCompromise' });
+      expect(rv.status, rv.text).toBe(200);
+      const revokedAt = (await h.registry.getDevice(id))!.revokedAt!.toISOString();
+      const expectDeadEnd = (error: { code: string; message: string; details: Record<string, unknown> }) => {
+        expect(error.code).toBe('DEVICE_REVOKED');
+        expect(error.message).toContain(id);
+        expect(error.message).toContain(revokedAt);
+        expect(error.message).toContain('new id');
+        expect(error.message).not.toContain('reset');
+        expect(error.details).toMatchObject({ id, revokedAt, reason: 'keyCompromise' });
+      };
+      for (const csr of [k.csrPem, h.keyAndCsr(id).csrPem]) {
+        const again = await h.call(station, 'POST', '/v1/enrollments', {
+          deviceId: id,
+          product: 'thermo',
+          csr,
+        });
+        expect(again.status, again.text).toBe(409);
+        expectDeadEnd(again.json.error);
+      }
+      const batch = await h.call(
+        station,
+        'POST',
+        '/v1/enrollments/batch',
+        `${JSON.stringify({ deviceId: id, product: 'thermo', csr: h.keyAndCsr(id).csrPem })}\n`,
+        { 'content-type': 'application/x-ndjson' },
+      );
+      expectDeadEnd(JSON.parse(batch.text.trim()).error);
+      const est = await h.call(
+        station,
+        'POST',
+        '/.well-known/est/thermo/simpleenroll',
+        b64Lines(der.fromPemAll(h.keyAndCsr(id).csrPem, 'CERTIFICATE REQUEST')[0]!),
+        { 'content-type': 'application/pkcs10' },
+      );
+      expect(est.status, est.text).toBe(409);
+      expectDeadEnd(est.json.error);
+      // The advice no longer loops: reset says the same, not ALREADY_REVOKED.
+      const reset = await h.call(h.operator, 'POST', `/v1/devices/${id}/reset`, {});
+      expect(reset.status).toBe(409);
+      expectDeadEnd(reset.json.error);
+      // And a new id is the way out.
+      const other = uid('gone-new');
+      const fresh = await h.call(station, 'POST', '/v1/enrollments', {
+        deviceId: other,
+        product: 'thermo',
+        csr: h.keyAndCsr(other).csrPem,
+      });
+      expect(fresh.status).toBe(201);
+    });
+
     it('records the issuance in the audit log with the station as actor', async () => {
       const id = uid('dev');
       const r = await h.call(station, 'POST', '/v1/enrollments', {
