@@ -3,8 +3,10 @@
  * directory in this process (runtime/), a banner with what exists and the exact commands to try next,
  * then running until SIGINT or SIGTERM.
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { FleetConfig } from '../config/index.ts';
+import type { Registry } from '../registry/index.ts';
 import { type ServiceName, startServices } from '../runtime/index.ts';
 import type { CommandContext } from './command.ts';
 
@@ -22,7 +24,20 @@ export const SERVE_ENV = [
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1']);
 
-function nextSteps(config: FleetConfig): string[] {
+/**
+ * The device id the banner's example uses: `dev-1`, or on a later start the first `dev-N` the registry has
+ * never seen. An id used before is taken (another key is DEVICE_KEY_CONFLICT) or, once the example's revoke
+ * was followed, a dead end for good (DEVICE_REVOKED): the example must never send anyone into it.
+ */
+export async function freeDeviceId(registry: Pick<Registry, 'getDeviceRow'>): Promise<string> {
+  for (let n = 1; n <= 1000; n++) {
+    const id = `dev-${n}`;
+    if (!(await registry.getDeviceRow(id))) return id;
+  }
+  return `dev-${randomBytes(4).toString('hex')}`;
+}
+
+export function nextSteps(config: FleetConfig, id = 'dev-1'): string[] {
   const d = config.dataDir;
   const fleet = 'npx fleet';
   const dataFlag = d === join(process.cwd(), 'data') ? '' : ` --data ${d}`;
@@ -30,13 +45,14 @@ function nextSteps(config: FleetConfig): string[] {
     'Enroll a first device (its key never leaves it) and publish telemetry:',
     '',
     '  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \\',
-    '    -keyout dev-1.key -subj /CN=dev-1 -out dev-1.csr',
-    `  ${fleet} device issue --id dev-1 --product thermo --csr dev-1.csr --out certs${dataFlag}`,
-    `  mosquitto_pub --cafile ${join(d, 'ca', 'root.crt.pem')} --cert certs/dev-1.crt.pem --key dev-1.key \\`,
-    `    -h ${config.host} -p ${config.mqttPort} -i dev-1 -t devices/dev-1/telemetry -m '{"t":21.5}' -q 1`,
+    `    -keyout ${id}.key -subj /CN=${id} -out ${id}.csr`,
+    `  ${fleet} device issue --id ${id} --product thermo --csr ${id}.csr --out certs${dataFlag}`,
+    `  mosquitto_pub --cafile ${join(d, 'ca', 'root.crt.pem')} --cert certs/${id}.crt.pem --key ${id}.key \\`,
+    `    -h ${config.host} -p ${config.mqttPort} -i ${id} -t devices/${id}/telemetry -m '{"t":21.5}' -q 1`,
     '',
-    `Revoke it (its live connection is dropped at once): ${fleet} device revoke dev-1 --reason keyCompromise${dataFlag}`,
-    `Then ask the OCSP responder: openssl ocsp -issuer ${join(d, 'ca', 'device-ca.crt.pem')} -cert certs/dev-1.crt.pem \\`,
+    `Revoke it (its live connection is dropped at once; revocation is final, the id is never issued again):`,
+    `  ${fleet} device revoke ${id} --reason keyCompromise${dataFlag}`,
+    `Then ask the OCSP responder: openssl ocsp -issuer ${join(d, 'ca', 'device-ca.crt.pem')} -cert certs/${id}.crt.pem \\`,
     `    -url http://${config.host}:${config.publicPort}/ocsp -CAfile ${join(d, 'ca', 'root.crt.pem')}`,
   ];
 }
@@ -84,7 +100,7 @@ const STOP_TIMEOUT_MS = 15_000;
 export async function runServices(ctx: CommandContext, which: ServiceName[]): Promise<number> {
   // A signal during the start (a first CA can take a while on a busy machine) ends the process at once,
   // as before; from here on, a stop is always a clean one.
-  const { init, services, stop: stopAll } = await startServices(ctx.config, which);
+  const { init, runtime, services, stop: stopAll } = await startServices(ctx.config, which);
   const signal = stopSignal(ctx.err);
   try {
     const c = ctx.config;
@@ -99,7 +115,7 @@ export async function runServices(ctx: CommandContext, which: ServiceName[]): Pr
       `  listening on            ${listen}`,
       ...services.flatMap((s) => s.describe()),
       '',
-      ...(which.includes('provisioning') ? [...nextSteps(c), ''] : []),
+      ...(which.includes('provisioning') ? [...nextSteps(c, await freeDeviceId(runtime.registry)), ''] : []),
       'Ctrl-C stops it.',
     ];
     if (init.ca.passphraseSource === 'generated') {

@@ -20,6 +20,11 @@ export interface FleetConfig {
   readonly caAlgorithm: KeyAlgorithm;
   readonly publicBaseUrl: string;
   readonly deviceValidityDays: number;
+  /**
+   * How long a certificate superseded by a re-enrollment stays usable when its successor does not connect
+   * first (FLEET_ROTATION_GRACE_HOURS, default 24; 0 retires it at once): registry/rotation.ts.
+   */
+  readonly rotationGraceHours: number;
   /** The name clients dial (FLEET_HOST, default localhost): in URLs, certificates and the banner. */
   readonly host: string;
   /**
@@ -136,6 +141,19 @@ function trustedBalancers(env: Record<string, string | undefined>, proxyProtocol
   return entries;
 }
 
+
+/** Hours from 0 to `max`, fractions allowed (0.5 = 30 minutes). */
+function hours(env: Record<string, string | undefined>, name: string, dflt: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0 || n > max)
+    throw new ConfigError(`${name} must be a number of hours from 0 to ${max}, got ${JSON.stringify(raw)}`, {
+      name,
+    });
+  return n;
+}
+
 function flag(env: Record<string, string | undefined>, name: string, dflt: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return dflt;
@@ -245,6 +263,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     caAlgorithm: alg,
     publicBaseUrl,
     deviceValidityDays: positiveInt(env, 'FLEET_DEVICE_VALIDITY_DAYS', 20 * 365 + 5),
+    rotationGraceHours: hours(env, 'FLEET_ROTATION_GRACE_HOURS', 24, 24 * 365),
     host,
     listenHost,
     apiPort: port(env, 'FLEET_API_PORT', 8443),

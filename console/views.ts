@@ -262,7 +262,7 @@ export function auditTable(rows: AuditRow[]): Html {
               : undefined;
           return html`<tr><td>${when(a.at)}</td><td>${a.actor}</td><td>${a.action}</td><td>${
             link ? html`<a href="${link}">${a.subject}</a>` : (a.subject ?? '—')
-          }</td><td>${badge(a.outcome)}</td><td class="mono small">${a.details ? JSON.stringify(a.details) : ''}</td></tr>`;
+          }</td><td>${badge(a.outcome)}${a.count > 1 ? html` ×${a.count} until ${when(a.lastAt)}` : ''}</td><td class="mono small">${a.details ? JSON.stringify(a.details) : ''}</td></tr>`;
         })
       : html`<tr><td colspan="6" class="muted">Nothing recorded.</td></tr>`
   }</tbody></table></div>`;

@@ -41,11 +41,54 @@ export async function writeAudit(
   return ids;
 }
 
-/** Appends one entry from outside the registry (provisioning's refusals), checked, and returns its row. */
+/** The window refusals are aggregated over (issue 9 item 7): one row per caller, action, outcome, code. */
+export const REFUSAL_WINDOW_SECONDS = 600;
+/** How many distinct subjects an aggregated refusal row keeps as a sample (`details.subjects`). */
+export const REFUSAL_SUBJECT_SAMPLE = 20;
+
+/**
+ * Appends one entry from outside the registry (provisioning's and the console's), checked, and returns its
+ * row. A refusal (outcome denied or failure) is aggregated: repeats of the same actor, action, outcome and
+ * error code (`details.code`, else `details.reason`) within one window of REFUSAL_WINDOW_SECONDS go into
+ * one row, which counts them (`count`), keeps the first time (`at`) and the last (`last_at`), its first
+ * details, and a sample of up to REFUSAL_SUBJECT_SAMPLE distinct subjects. Every fact is kept (who, what,
+ * why, when, how often); a caller refused in a loop adds a row per window, not a row per request. The
+ * window is read from the database clock, so every process shares it; one statement (upsert) per entry.
+ */
 export async function appendAudit(db: Db, entry: NewAuditEntry): Promise<AuditRow> {
   checkAuditEntry(entry);
-  const [id] = await writeAudit(db, [entry], { returning: true });
-  const [row] = await db.select().from(auditLog).where(eq(auditLog.id, id!));
+  if (entry.outcome === 'success') {
+    const [id] = await writeAudit(db, [entry], { returning: true });
+    const [row] = await db.select().from(auditLog).where(eq(auditLog.id, id!));
+    return row!;
+  }
+  const code = entry.details?.['code'] ?? entry.details?.['reason'] ?? '';
+  // A JSON array keeps the parts apart whatever they contain.
+  const prefix = JSON.stringify([entry.actor, entry.action, entry.outcome, String(code)]);
+  const subject = entry.subject ?? null;
+  const details = { ...(entry.details ?? {}), ...(subject ? { subjects: [subject] } : {}) };
+  const subjects = sql.raw(`coalesce(a.details -> 'subjects', '[]'::jsonb)`);
+  const [r] = await exec(
+    db,
+    sql`insert into ${auditLog} as a (actor, action, subject, outcome, details, agg_key, last_at)
+      values (${entry.actor}, ${entry.action}, ${subject}, ${entry.outcome}, ${JSON.stringify(details)}::jsonb,
+        ${prefix} || ':' || floor(extract(epoch from now()) / ${REFUSAL_WINDOW_SECONDS})::bigint, now())
+      on conflict (agg_key) where agg_key is not null do update set
+        count = a.count + 1,
+        last_at = now(),
+        details = case
+          when excluded.subject is null
+            or ${subjects} @> to_jsonb(excluded.subject)
+            or jsonb_array_length(${subjects}) >= ${REFUSAL_SUBJECT_SAMPLE}
+          then a.details
+          else jsonb_set(coalesce(a.details, '{}'::jsonb), '{subjects}', ${subjects} || jsonb_build_array(excluded.subject))
+        end
+      returning id`,
+  );
+  const [row] = await db
+    .select()
+    .from(auditLog)
+    .where(eq(auditLog.id, Number(r!['id'])));
   return row!;
 }
 

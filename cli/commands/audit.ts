@@ -40,7 +40,7 @@ export const command = simple(
       [
         ...page.items.map(
           (a: Json) =>
-            `${a.at} ${a.outcome.padEnd(7)} ${a.actor.padEnd(30)} ${a.action.padEnd(22)} ${a.subject ?? ''}${a.details?.code ? ` ${a.details.code}` : ''}`,
+            `${a.at} ${a.outcome.padEnd(7)} ${a.actor.padEnd(30)} ${a.action.padEnd(22)} ${a.subject ?? ''}${a.details?.code ? ` ${a.details.code}` : ''}${a.count > 1 ? ` (x${a.count}, last ${a.lastAt})` : ''}`,
         ),
         page.nextCursor ? `(more: --cursor ${page.nextCursor})` : '',
       ].join('\n'),
