@@ -5,6 +5,7 @@
 import type { AdversarialArea } from '../harness.ts';
 import { acl } from './acl.ts';
 import { connectionAbuse } from './connection-abuse.ts';
+import { incidents } from './incidents.ts';
 import { mtlsRefusal } from './mtls-refusal.ts';
 
-export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, connectionAbuse, acl];
+export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, incidents, connectionAbuse, acl];
