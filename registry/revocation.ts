@@ -125,7 +125,8 @@ export async function revokedCertificates(db: Db, issuerCa: string): Promise<Rev
 }
 
 /**
- * Active certificates of one issuing CA whose subject is suspended, with the time of the suspension: a
+ * Usable certificates (active, or superseded and still in their grace period) of one issuing CA whose
+ * subject is suspended, with the time of the suspension: a
  * CRL lists them on hold (RFC 5280 §5.3.1 certificateHold) until the subject is reinstated.
  */
 export async function heldCertificates(db: Db, issuerCa: string): Promise<RevokedCertificate[]> {
@@ -135,7 +136,8 @@ export async function heldCertificates(db: Db, issuerCa: string): Promise<Revoke
       from ${certificates} c
       left join ${devices} d on c.subject_kind = 'device' and d.id = c.subject_id
       left join ${principals} p on c.subject_kind <> 'device' and p.kind = c.subject_kind and p.id = c.subject_id
-      where c.issuer_ca = ${issuerCa} and c.status = 'active' and coalesce(d.status, p.status) = 'suspended'
+      where c.issuer_ca = ${issuerCa} and coalesce(d.status, p.status) = 'suspended'
+        and (c.status = 'active' or (c.status = 'superseded' and c.grace_until > now()))
       order by c.serial`,
   );
   return rows.map((r) => ({

@@ -637,7 +637,13 @@ describe.each(backends)('registry on $name', (backend) => {
             actor: 'operator:b',
           });
           await expect.poll(() => got.length, { timeout: 5000 }).toBe(1);
-          expect(got[0]).toEqual({ seq: res.seq, kind: 'device', id: dev.id, status: 'revoked' });
+          expect(got[0]).toEqual({
+            seq: res.seq,
+            kind: 'device',
+            id: dev.id,
+            status: 'revoked',
+            reason: 'unspecified',
+          });
           await unsubscribe();
         } finally {
           await other.close();

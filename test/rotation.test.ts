@@ -113,6 +113,16 @@ describe('after EST simplereenroll', () => {
   });
 });
 
+describe('a suspended device', () => {
+  it('has its certificate in grace on the CRL as held too, not only its active one', async () => {
+    const old = await f.enroll('device', 'rot-held');
+    const next = await f.reenroll(old);
+    await f.setStatus('device', 'rot-held', 'suspended');
+    const held = (await f.registry.heldCertificates('device')).map((h) => h.serial);
+    expect(held).toEqual(expect.arrayContaining([old.serial, next.serial]));
+  });
+});
+
 describe('after an operator reset', () => {
   it('the old certificate is dead at once: its live session is closed and it is refused on every node', async () => {
     const old = await f.enroll('device', 'rot-reset');
