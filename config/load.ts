@@ -141,7 +141,6 @@ function trustedBalancers(env: Record<string, string | undefined>, proxyProtocol
   return entries;
 }
 
-
 /** Hours from 0 to `max`, fractions allowed (0.5 = 30 minutes). */
 function hours(env: Record<string, string | undefined>, name: string, dflt: number, max: number): number {
   const raw = env[name];
