@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Identity } from '../pki/ids.ts';
 import type { Hooks } from './aedes/engine.ts';
 import { pendingWill } from './aedes/patches.ts';
-import { CONNACK } from './errors.ts';
+import { CONNACK, ConnectRefused, connectRefusal } from './errors.ts';
 import { type FlapDetector, WindowCounter } from './limits.ts';
 import { type RevocationState, subjectKey } from './live-revocation.ts';
 import type { AuthFailureReason, BrokerMetrics } from './metrics.ts';
@@ -30,16 +30,6 @@ import type { PeerSocket } from './tls-admission.ts';
 import { PEER } from './tls-admission.ts';
 
 export const MQTT_KINDS: ReadonlySet<string> = new Set(['device', 'service']);
-
-export class ConnectRefused extends Error {
-  constructor(
-    readonly reason: AuthFailureReason,
-    readonly detail?: string,
-  ) {
-    super(reason);
-    this.name = 'ConnectRefused';
-  }
-}
 
 /**
  * The identity of a TLS connection, as the TLS layer read it from the verified peer certificate (once per
@@ -124,12 +114,8 @@ export function connectHooks(d: AuthenticateDeps): Pick<Hooks, 'preConnect' | 'a
       },
       'connection refused',
     );
-    const returnCode =
-      reason === 'registry_unavailable' || reason === 'internal_error'
-        ? CONNACK.SERVER_UNAVAILABLE
-        : reason === 'keepalive_out_of_bounds'
-          ? CONNACK.IDENTIFIER_REJECTED
-          : CONNACK.NOT_AUTHORIZED;
+    // The return code is the reason's declaration's (broker/errors.ts); none declared refuses as not authorized.
+    const returnCode = connectRefusal(reason).connack ?? CONNACK.NOT_AUTHORIZED;
     // AuthErrorCode is a const enum that tsx cannot inline: plain numbers.
     const err = Object.assign(new Error('not authorized'), { returnCode });
     done(err, null);

@@ -16,27 +16,7 @@ import { dirname } from 'node:path';
 import type { Redis, RedisOptions } from 'ioredis';
 import mqemitterRedis from 'mqemitter-redis';
 import type { Logger } from 'pino';
-import { FleetError } from '../pki/errors.ts';
-
-export const CLUSTER_ERROR_CODES = {
-  /** REDIS_URL is not a usable redis:// or rediss:// URL. */
-  REDIS_URL_INVALID: 'BROKER_REDIS_URL_INVALID',
-  /** Redis did not answer within the start-up timeout. */
-  REDIS_UNAVAILABLE: 'BROKER_REDIS_UNAVAILABLE',
-  /** The TLS ticket key file is missing, unreadable or not 48 bytes. */
-  TICKET_KEYS_INVALID: 'BROKER_TICKET_KEYS_INVALID',
-} as const;
-
-export class ClusterError extends FleetError {
-  constructor(
-    code: (typeof CLUSTER_ERROR_CODES)[keyof typeof CLUSTER_ERROR_CODES],
-    message: string,
-    cause?: unknown,
-  ) {
-    super(code, message, { httpStatus: 500, ...(cause === undefined ? {} : { cause }) });
-    this.name = 'ClusterError';
-  }
-}
+import { ClusterError } from './errors.ts';
 
 // ------------------------------------------------------------------------------------------ TLS ticket keys
 
@@ -52,16 +32,12 @@ export async function readTicketKeys(file: string): Promise<Buffer> {
   try {
     raw = await readFile(file);
   } catch (cause) {
-    throw new ClusterError(
-      CLUSTER_ERROR_CODES.TICKET_KEYS_INVALID,
-      `TLS ticket key file ${file} cannot be read`,
-      cause,
-    );
+    throw new ClusterError('BROKER_TICKET_KEYS_INVALID', `TLS ticket key file ${file} cannot be read`, cause);
   }
   const keys = decodeTicketKeys(raw);
   if (!keys) {
     throw new ClusterError(
-      CLUSTER_ERROR_CODES.TICKET_KEYS_INVALID,
+      'BROKER_TICKET_KEYS_INVALID',
       `TLS ticket key file ${file} must hold ${TICKET_KEYS_BYTES} bytes (raw, hex or base64); ` +
         'make one with: openssl rand -base64 48',
     );
@@ -114,20 +90,14 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
   try {
     u = new URL(url);
   } catch (cause) {
-    throw new ClusterError(CLUSTER_ERROR_CODES.REDIS_URL_INVALID, 'REDIS_URL is not a URL', cause);
+    throw new ClusterError('BROKER_REDIS_URL_INVALID', 'REDIS_URL is not a URL', cause);
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-    throw new ClusterError(
-      CLUSTER_ERROR_CODES.REDIS_URL_INVALID,
-      'REDIS_URL must start with redis:// or rediss://',
-    );
+    throw new ClusterError('BROKER_REDIS_URL_INVALID', 'REDIS_URL must start with redis:// or rediss://');
   }
   const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
   if (!Number.isInteger(db) || db < 0) {
-    throw new ClusterError(
-      CLUSTER_ERROR_CODES.REDIS_URL_INVALID,
-      'REDIS_URL database (the path) must be a number',
-    );
+    throw new ClusterError('BROKER_REDIS_URL_INVALID', 'REDIS_URL database (the path) must be a number');
   }
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
   return {
@@ -206,7 +176,7 @@ export async function redisCluster(o: RedisClusterOptions): Promise<RedisCluster
     mq.pubConn.disconnect();
     mq.subConn.disconnect();
     throw new ClusterError(
-      CLUSTER_ERROR_CODES.REDIS_UNAVAILABLE,
+      'BROKER_REDIS_UNAVAILABLE',
       `Redis at ${base.host}:${base.port} did not answer`,
       cause,
     );

@@ -12,7 +12,7 @@
  *   publishers while it is overloaded.
  */
 import { createRequire } from 'node:module';
-import { BROKER_ERROR_CODES, BrokerError } from './errors.ts';
+import { BrokerError } from './errors.ts';
 
 /** What aedes emits: an aedes-packet; only `topic` matters here. */
 export interface MqMessage {
@@ -138,7 +138,7 @@ export class FleetMq {
     if (!message) throw new TypeError('message is required');
     const done = cb ?? noop;
     if (this.closed) {
-      done(new BrokerError(BROKER_ERROR_CODES.MQ_CLOSED, 'mqemitter is closed'));
+      done(new BrokerError('BROKER_MQ_CLOSED', 'mqemitter is closed'));
       return this;
     }
     this.stats.emitted++;

@@ -17,7 +17,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { type IdentityKind, isValidId } from '../pki/ids.ts';
-import { BROKER_ERROR_CODES, BrokerError, PolicyError } from './errors.ts';
+import { BrokerError, PolicyError } from './errors.ts';
 
 export const POLICY_KINDS = ['device', 'service'] as const;
 export type PolicyKind = (typeof POLICY_KINDS)[number];
@@ -250,20 +250,16 @@ export function loadPolicyFile(path: string = DEFAULT_POLICY_PATH): Policy {
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new BrokerError(BROKER_ERROR_CODES.POLICY_UNREADABLE, `cannot read policy file ${path}`, { cause });
+    throw new BrokerError('BROKER_POLICY_UNREADABLE', `cannot read policy file ${path}`, { cause });
   }
   let doc: unknown;
   try {
     doc = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (cause) {
-    throw new BrokerError(
-      BROKER_ERROR_CODES.POLICY_UNREADABLE,
-      `policy file ${path} is not valid JSON/YAML`,
-      {
-        cause,
-        details: { path },
-      },
-    );
+    throw new BrokerError('BROKER_POLICY_UNREADABLE', `policy file ${path} is not valid JSON/YAML`, {
+      cause,
+      details: { path },
+    });
   }
   return compilePolicy(doc);
 }

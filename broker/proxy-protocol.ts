@@ -16,11 +16,8 @@ import { BlockList, isIP, isIPv4, isIPv6, type Socket } from 'node:net';
 import type { TLSSocket, Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import { FleetError } from '../pki/errors.ts';
 import { rawSocketOf } from './aedes/tls-socket.ts';
-
-/** Stable code of every refused PROXY header (details.reason says which check failed). */
-export const PROXY_HEADER_INVALID = 'BROKER_PROXY_HEADER_INVALID';
+import { BrokerError } from './errors.ts';
 
 export type ProxyHeaderFailure =
   /** The connection did not start with a PROXY signature (v1 `PROXY ` or the v2 12-byte signature). */
@@ -39,10 +36,13 @@ export type ProxyHeaderFailure =
    */
   | 'untrusted';
 
-export class ProxyHeaderError extends FleetError {
+/** Every refused PROXY header is BROKER_PROXY_HEADER_INVALID; `details.reason` says which check failed. */
+export class ProxyHeaderError extends BrokerError {
   readonly reason: ProxyHeaderFailure;
   constructor(reason: ProxyHeaderFailure, problem: string) {
-    super(PROXY_HEADER_INVALID, `PROXY protocol header refused: ${problem}`, { details: { reason } });
+    super('BROKER_PROXY_HEADER_INVALID', `PROXY protocol header refused: ${problem}`, {
+      details: { reason },
+    });
     this.name = 'ProxyHeaderError';
     this.reason = reason;
   }

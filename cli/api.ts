@@ -17,6 +17,7 @@ import type { FleetConfig } from '../config/load.ts';
 import { paths } from '../config/paths.ts';
 import { FleetError } from '../pki/errors.ts';
 import { isUnreachable, ProvisioningClient } from '../provisioning/client.ts';
+import { RegistryError } from '../registry/errors.ts';
 import type { Values } from './args.ts';
 import type { CommandContext } from './command.ts';
 
@@ -41,7 +42,7 @@ function operatorFiles(config: FleetConfig) {
 export function whyLocked(e: unknown, url: string): unknown {
   if (!(e instanceof FleetError) || e.code !== 'REGISTRY_LOCKED') return e;
   const pid = (e.details as { pid?: number } | undefined)?.pid;
-  return new FleetError(
+  return new RegistryError(
     'REGISTRY_LOCKED',
     `no provisioning service answers at ${url}, and the embedded registry is in use by process ${pid ?? '?'} ` +
       '(a `fleet broker` alone?); run this while `fleet up` or `fleet provisioning` runs on this data ' +

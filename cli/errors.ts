@@ -1,31 +1,44 @@
 /**
- * The CLI's typed errors, one place. A mistake on the command line is a UsageError (exit 2) with a stable
- * code; its message names the flag or word at fault and, where one is close, what was probably meant.
+ * The CLI's typed errors, declared with pki/error-scheme.ts. A mistake on the command line is a UsageError
+ * (exit 2) with a stable code; its message names the flag or word at fault and, where one is close, what
+ * was probably meant. Code checks `code`, never the message.
  */
-import { FleetError } from '../pki/errors.ts';
+import { defineErrors, type ErrorCode, FleetError } from '../pki/errors.ts';
 
-export const CLI_ERROR_CODES = {
-  /** No such command or subcommand (`details.nearest` when one is close). */
-  USAGE_UNKNOWN_COMMAND: 'no such command or subcommand',
-  /** A flag the command does not take (`details.nearest` when one is close). Never ignored. */
-  USAGE_UNKNOWN_FLAG: 'a flag the command does not take',
-  /** A flag's value is missing or has the wrong shape (a negative count, a value outside an enum, …). */
-  USAGE_FLAG_VALUE: 'a flag has a missing or bad value',
-  /** A required flag or argument is missing. */
-  USAGE_MISSING: 'a required flag or argument is missing',
-  /** An argument the command does not take. */
-  USAGE_UNEXPECTED_ARGUMENT: 'an argument the command does not take',
+export const CLI_ERRORS = defineErrors('cli', {
+  /** `details.nearest` when one is close. */
+  USAGE_UNKNOWN_COMMAND: { status: 400, message: 'no such command or subcommand' },
+  /** `details.nearest` when one is close. Never ignored. */
+  USAGE_UNKNOWN_FLAG: { status: 400, message: 'a flag the command does not take' },
+  /** A negative count, a value outside an enum, … */
+  USAGE_FLAG_VALUE: { status: 400, message: 'a flag has a missing or bad value' },
+  USAGE_MISSING: { status: 400, message: 'a required flag or argument is missing' },
+  USAGE_UNEXPECTED_ARGUMENT: { status: 400, message: 'an argument the command does not take' },
   /** Flags that cannot go together, or one that needs another. */
-  USAGE_CONFLICT: 'flags that do not go together',
-  /** Any other mistake in the command line. */
-  USAGE_INVALID: 'the command line is not valid',
-} as const;
+  USAGE_CONFLICT: { status: 400, message: 'flags that do not go together' },
+  USAGE_INVALID: { status: 400, message: 'the command line is not valid' },
+  /** `fleet device issue --csr FILE`: the file cannot be read. */
+  CSR_UNREADABLE: { status: 400, message: 'the CSR file cannot be read' },
+});
 
-export type CliErrorCode = keyof typeof CLI_ERROR_CODES;
+export type CliErrorCode = ErrorCode<typeof CLI_ERRORS>;
+type UsageCode = Extract<CliErrorCode, `USAGE_${string}`>;
+
+export class CliError extends FleetError {
+  declare readonly code: CliErrorCode;
+  constructor(
+    code: CliErrorCode,
+    message?: string,
+    opts: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(CLI_ERRORS.get(code), message, opts);
+    this.name = 'CliError';
+  }
+}
 
 /** A mistake in the command line: `fleet` prints the message and where to find help, and exits 2. */
-export class UsageError extends FleetError {
-  declare readonly code: CliErrorCode;
+export class UsageError extends CliError {
+  declare readonly code: UsageCode;
   /** The command whose help fits (e.g. `device issue`), for the "see --help" line. */
   helpFor: string | undefined;
   /** That command's usage line, when known. */
@@ -33,7 +46,7 @@ export class UsageError extends FleetError {
 
   constructor(
     message: string,
-    opts: { code?: CliErrorCode; details?: Record<string, unknown>; helpFor?: string; usage?: string } = {},
+    opts: { code?: UsageCode; details?: Record<string, unknown>; helpFor?: string; usage?: string } = {},
   ) {
     super(opts.code ?? 'USAGE_INVALID', message, opts.details ? { details: opts.details } : {});
     this.name = 'UsageError';

@@ -5,8 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { FleetError } from '../pki/errors.ts';
+import { PkiError } from '../pki/errors.ts';
 import { FileKeyStore } from '../pki/keystore.ts';
+import { ConfigError } from './errors.ts';
 import type { FleetConfig } from './load.ts';
 import { paths } from './paths.ts';
 
@@ -23,10 +24,10 @@ export async function caPassphrase(config: FleetConfig, generate = false): Promi
     try {
       return { passphrase: (await readFile(config.caPassphraseFile, 'utf8')).trim(), source: 'file' };
     } catch (cause) {
-      throw new FleetError(
-        'CONFIG_INVALID',
+      throw new ConfigError(
         `FLEET_CA_PASSPHRASE_FILE ${config.caPassphraseFile} cannot be read`,
-        { cause },
+        undefined,
+        cause,
       );
     }
   }
@@ -37,7 +38,7 @@ export async function caPassphrase(config: FleetConfig, generate = false): Promi
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   if (!generate) {
-    throw new FleetError(
+    throw new PkiError(
       'CA_MISSING',
       `no CA passphrase: set FLEET_CA_PASSPHRASE(_FILE) or run \`fleet init\` (data: ${config.dataDir})`,
     );

@@ -678,7 +678,7 @@ function errorReply(req: FastifyRequest, reply: FastifyReply, err: unknown) {
   if (err instanceof FleetError) fe = err;
   else if ((err as { statusCode?: number }).statusCode && (err as { statusCode: number }).statusCode < 500)
     fe = new ConsoleError('CONSOLE_INPUT_INVALID', 'the request is malformed', { cause: err });
-  else fe = new FleetError('INTERNAL', 'internal error', { cause: err, httpStatus: 500 });
+  else fe = new ConsoleError('INTERNAL', 'internal error', { cause: err });
   if (fe.httpStatus >= 500)
     req.log.error({ event: 'console_request_failed', code: fe.code, err }, 'console request failed');
   else req.log.info({ event: 'console_request_refused', code: fe.code }, fe.message);

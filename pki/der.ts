@@ -4,6 +4,7 @@
  * ASN.1 encoding, not the signature, is what makes general-purpose libraries slow (≈ 500 certs/s), so
  * everything constant per CA and profile is encoded once and concatenated per certificate.
  */
+import { PkiError } from './errors.ts';
 
 export const TAG = {
   BOOLEAN: 0x01,
@@ -131,7 +132,16 @@ export function generalizedTime(d: Date): Buffer {
 
 // ---------------------------------------------------------------- reader
 
-export class DerError extends Error {}
+/**
+ * A DER value that breaks the DER rules. Readers map it to their own code (CSR_MALFORMED, OCSP_MALFORMED, …);
+ * one that slipped through unmapped is still a typed 400 (DER_INVALID), never an untyped 500.
+ */
+export class DerError extends PkiError {
+  constructor(problem: string) {
+    super('DER_INVALID', problem);
+    this.name = 'DerError';
+  }
+}
 
 export interface Node {
   tag: number;

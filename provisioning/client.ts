@@ -9,7 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { Agent, request } from 'node:https';
 import { FleetError } from '../pki/errors.ts';
-import { ProvisioningError } from './errors.ts';
+import { ApiAnswerError, ProvisioningError } from './errors.ts';
 
 export interface ClientOptions {
   /** e.g. https://localhost:8443 */
@@ -120,10 +120,7 @@ export class ProvisioningClient {
     if (res.status >= 400) {
       const e = (json as { error?: { code?: string; message?: string; details?: Record<string, unknown> } })
         ?.error;
-      throw new FleetError(e?.code ?? 'API_ERROR', e?.message ?? `HTTP ${res.status}`, {
-        httpStatus: res.status,
-        ...(e?.details ? { details: e.details } : {}),
-      });
+      throw new ApiAnswerError(e, res.status);
     }
     return json as T;
   }

@@ -12,6 +12,7 @@ import { FleetError } from '../pki/errors.ts';
 import { assertValidId } from '../pki/ids.ts';
 import type { IssuedCertificate, ProfileName } from '../pki/x509.ts';
 import type { CertificateRow, IssueRecord, IssueSubject, Registry } from '../registry/index.ts';
+import { ProvisioningError } from './errors.ts';
 
 export interface DeviceIssueRequest {
   id: string;
@@ -115,13 +116,10 @@ export class Issuance {
           checked.spkiSha256,
         );
         if (again) return fromRow(again, chain, true);
-        throw new FleetError(
+        throw new ProvisioningError(
           'DEVICE_KEY_CONFLICT',
           `device ${req.id} is enrolled with another key; an operator must reset it first`,
-          {
-            httpStatus: 409,
-            cause: e,
-          },
+          { cause: e },
         );
       }
       throw e;

@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CLUSTER_ERROR_CODES,
   decodeTicketKeys,
   ensureTicketKeys,
   readTicketKeys,
@@ -132,13 +131,13 @@ describe('TLS ticket keys', () => {
     const file = join(dir, `bad-${randomBytes(3).toString('hex')}`);
     await writeFile(file, raw);
     await expect(readTicketKeys(file)).rejects.toMatchObject({
-      code: CLUSTER_ERROR_CODES.TICKET_KEYS_INVALID,
+      code: 'BROKER_TICKET_KEYS_INVALID',
     });
   });
 
   it('are refused with a typed error when the file is missing', async () => {
     await expect(readTicketKeys(join(dir, 'nope'))).rejects.toMatchObject({
-      code: CLUSTER_ERROR_CODES.TICKET_KEYS_INVALID,
+      code: 'BROKER_TICKET_KEYS_INVALID',
     });
   });
 
@@ -165,7 +164,7 @@ describe('REDIS_URL', () => {
 
   it.each(['http://127.0.0.1:6379', 'redis://127.0.0.1/x', 'not a url'])('%s is refused', (url) => {
     expect(() => redisOptionsFromUrl(url)).toThrow(
-      expect.objectContaining({ code: CLUSTER_ERROR_CODES.REDIS_URL_INVALID }),
+      expect.objectContaining({ code: 'BROKER_REDIS_URL_INVALID' }),
     );
   });
 
@@ -182,7 +181,7 @@ describe('REDIS_URL', () => {
           logger: silentLogger(),
           connectTimeoutMs: 300,
         }),
-      ).rejects.toMatchObject({ code: CLUSTER_ERROR_CODES.REDIS_UNAVAILABLE });
+      ).rejects.toMatchObject({ code: 'BROKER_REDIS_UNAVAILABLE' });
     } finally {
       silent.close();
     }

@@ -9,7 +9,6 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, brokerConfig } from '../broker/index.ts';
 import {
-  PROXY_HEADER_INVALID,
   type ProxyHeaderError,
   type ProxyHeaderFailure,
   parseProxyHeader,
@@ -156,7 +155,7 @@ describe('parseProxyHeader refuses, with a typed error and a reason,', () => {
     } catch (e) {
       err = e as ProxyHeaderError;
     }
-    expect(err).toMatchObject({ code: PROXY_HEADER_INVALID, reason });
+    expect(err).toMatchObject({ code: 'BROKER_PROXY_HEADER_INVALID', reason });
   });
 });
 

@@ -16,7 +16,7 @@ import * as pkcs10 from '../pki/asn1/rfc2986.ts';
 import * as asn1 from '../pki/asn1/schema.ts';
 import { checkCsr } from '../pki/csr.ts';
 import * as der from '../pki/der.ts';
-import { FleetError, PKI_ERROR_CODES } from '../pki/errors.ts';
+import { FleetError, PKI_ERRORS } from '../pki/errors.ts';
 import { answerOcspRequest, certIdFor, OCSP_MAX_CERT_IDS, parseOcspRequest } from '../pki/ocsp.ts';
 import { OID } from '../pki/oids.ts';
 import { certToPem } from '../pki/x509.ts';
@@ -240,7 +240,8 @@ function outcome(f: () => unknown): 'accepted' | string {
     f();
     return 'accepted';
   } catch (e) {
-    if (e instanceof FleetError && Object.hasOwn(PKI_ERROR_CODES, e.code)) return e.code;
+    // A DerError is pki's too, but one that escapes a reader unmapped is a failure here.
+    if (e instanceof FleetError && PKI_ERRORS.has(e.code) && !(e instanceof der.DerError)) return e.code;
     throw new Error(`not a pki refusal: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, {
       cause: e,
     });

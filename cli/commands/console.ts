@@ -7,8 +7,9 @@
  * Unlike the other operator commands it never starts the service in-process: a link is only worth
  * something while a console serves it, so with nothing running it says to start one.
  */
-import { FleetError } from '../../pki/errors.ts';
+
 import { isUnreachable } from '../../provisioning/client.ts';
+import { ProvisioningError } from '../../provisioning/errors.ts';
 import { type Json, withApi } from '../api.ts';
 import { type CommandContext, dispatch, type SubCommand } from '../command.ts';
 
@@ -22,10 +23,10 @@ async function call(
     return await withApi(ctx, { remote: true }, (api) => api.call(method, path, body));
   } catch (e) {
     if (isUnreachable(e))
-      throw new FleetError(
+      throw new ProvisioningError(
         'API_UNREACHABLE',
         `${(e as Error).message}: start Fleet first (npm start), then run fleet console again`,
-        { cause: e, httpStatus: 503 },
+        { cause: e },
       );
     throw e;
   }

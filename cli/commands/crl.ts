@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { paths } from '../../config/paths.ts';
 import { type CrlInfo, readCrl } from '../../pki/crl.ts';
 import { toPem } from '../../pki/der.ts';
-import { FleetError } from '../../pki/errors.ts';
+import { PkiError } from '../../pki/errors.ts';
+import { ProvisioningError } from '../../provisioning/errors.ts';
 import { whyLocked } from '../api.ts';
 import { simple } from '../command.ts';
 import { print } from '../output.ts';
@@ -25,7 +26,7 @@ type Which = 'device' | 'infrastructure';
 function fetchCrl(url: string): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const unreachable = (why: string, cause?: unknown) =>
-      new FleetError('API_UNREACHABLE', `cannot fetch the CRL from ${url}: ${why}`, {
+      new ProvisioningError('API_UNREACHABLE', `cannot fetch the CRL from ${url}: ${why}`, {
         cause,
         details: { url },
       });
@@ -84,13 +85,13 @@ export const command = simple(
       try {
         issuer = new X509Certificate(await readFile(caFile));
       } catch (cause) {
-        throw new FleetError('CA_MISSING', `cannot read ${caFile} to check the CRL's signature`, { cause });
+        throw new PkiError('CA_MISSING', `cannot read ${caFile} to check the CRL's signature`, { cause });
       }
       info = readCrl(der, issuer);
       source = url;
     } else {
       if (values['remote'] || explicit)
-        throw new FleetError('API_UNREACHABLE', `nothing listens at ${url}`, { details: { url } });
+        throw new ProvisioningError('API_UNREACHABLE', `nothing listens at ${url}`, { details: { url } });
       // Nothing runs here: the registry is free (or held by a `fleet broker`, which REGISTRY_LOCKED names).
       const [{ currentCrl }, { openLocalCa, withRegistry }] = await Promise.all([
         import('../../provisioning/crl.ts'),

@@ -6,11 +6,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { OPERATOR_REASONS } from '../../pki/crl.ts';
 import { csrToDer } from '../../pki/csr.ts';
-import { FleetError } from '../../pki/errors.ts';
 import { checkDeviceRequest } from '../../provisioning/issuance.ts';
 import { type Json, withApi } from '../api.ts';
 import { type FlagSpec, idOf, query, reasonOf, SUBJECT_STATUSES } from '../args.ts';
 import { type CommandContext, dispatch, type SubCommand } from '../command.ts';
+import { CliError } from '../errors.ts';
 import { print } from '../output.ts';
 
 const ID = [{ name: 'ID', help: 'the device id', required: true }] as const;
@@ -72,7 +72,7 @@ const subs: Record<string, SubCommand> = {
       try {
         csr = await readFile(csrFile);
       } catch (cause) {
-        throw new FleetError('CSR_UNREADABLE', `cannot read the CSR file ${csrFile}`, { cause });
+        throw new CliError('CSR_UNREADABLE', `cannot read the CSR file ${csrFile}`, { cause });
       }
       // Checked here first, so a bad CSR or id is refused before any connection (the service checks again).
       checkDeviceRequest({ id, product, fleet, csr });
