@@ -258,7 +258,12 @@ export class HttpEnroller implements Enroller {
       const id = j.deviceId ?? reqs[j.line - 1]?.id ?? `line ${j.line}`;
       if (j.ok && j.certificate) out.push({ id, ok: true, certPem: j.certificate + (this.chain ?? '') });
       else
-        out.push({ id, ok: false, code: j.error?.code ?? 'UNKNOWN', message: j.error?.message ?? 'refused' });
+        out.push({
+          id,
+          ok: false,
+          code: j.error?.code ?? 'API_ERROR',
+          message: j.error?.message ?? 'refused',
+        });
     }
     return out;
   }
