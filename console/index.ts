@@ -19,7 +19,7 @@ import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { ConsoleConfig } from '../config/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
-import type { Identity } from '../pki/ids.ts';
+import { callerOf } from '../provisioning/api.ts';
 import type { Authenticator } from '../provisioning/auth.ts';
 import type { CrlPublisher } from '../provisioning/crl.ts';
 import type { OperatorActions } from '../provisioning/operator-actions.ts';
@@ -80,23 +80,19 @@ export function registerConsoleApi(
     url: () => string | undefined;
   },
 ): void {
-  const operatorOf = async (req: import('fastify').FastifyRequest): Promise<Identity> => {
-    const socket = req.raw.socket as import('node:tls').TLSSocket;
-    const who = o.auth.identityOf(socket);
-    req.actor = ref(who.kind, who.id);
-    return o.auth.authenticate(socket, ['operator']);
-  };
+  // Authenticated in onRequest (provisioning/api.ts installAuthentication), before the body is read.
+  const auth = { kinds: ['operator'] } as const;
   api.post(
     '/v1/console/links',
     {
-      config: { action: 'console.link' },
+      config: { action: 'console.link', auth },
       schema: {
         tags: ['operator'],
         summary: 'A one-time console sign-in link for the calling operator (short-lived, single use)',
       },
     },
     async (req, reply) => {
-      const who = await operatorOf(req);
+      const who = callerOf(req);
       const base = o.url();
       if (!o.config?.enabled || !base)
         throw new ConsoleError('CONSOLE_DISABLED', 'the console is not served by this provisioning service');
@@ -123,7 +119,7 @@ export function registerConsoleApi(
   api.post(
     '/v1/console/sessions/revoke',
     {
-      config: { action: 'console.session_revoke' },
+      config: { action: 'console.session_revoke', auth },
       schema: {
         tags: ['operator'],
         summary: "End every live console session of one operator (default: the caller's own)",
@@ -135,7 +131,7 @@ export function registerConsoleApi(
       },
     },
     async (req) => {
-      const who = await operatorOf(req);
+      const who = callerOf(req);
       const target = (req.body as { operator?: string } | undefined)?.operator ?? who.id;
       const ended = await revokeConsoleSessions(
         dbOf(o.registry),
@@ -155,11 +151,10 @@ export function registerConsoleApi(
   api.get(
     '/v1/console/sessions',
     {
-      config: { action: 'console.sessions' },
+      config: { action: 'console.sessions', auth },
       schema: { tags: ['operator'], summary: 'Live console sessions' },
     },
-    async (req) => {
-      await operatorOf(req);
+    async (_req) => {
       const rows = await listConsoleSessions(dbOf(o.registry));
       return {
         items: rows.map((s) => ({

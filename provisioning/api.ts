@@ -52,12 +52,57 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** `<kind>:<id>` of the authenticated caller, once known (for the audit of refusals). */
     actor: string | null;
+    /** The caller, authenticated before its body or query was read (routes with `config.auth`). */
+    caller: Identity | null;
   }
   interface FastifyContextConfig {
     /** The audit action a refusal of this route is recorded under. */
     action?: string;
+    /** Who may call the route: authenticated in onRequest, before the body is parsed or validated. */
+    auth?: RouteAuth;
   }
 }
+
+export interface RouteAuth {
+  readonly kinds: readonly IdentityKind[];
+  /** The superseded certificate of a device still re-enrolls (EST simplereenroll). */
+  readonly allowSuperseded?: boolean;
+}
+
+/**
+ * Authenticates every route that declares `config.auth`, in onRequest: before Fastify parses or validates
+ * the body and the query, so an anonymous or foreign caller gets its 401 (a caller of the wrong kind its
+ * 403) and learns nothing from validation, and no body of an unauthenticated caller is read. Installed
+ * once per app, before the routes.
+ */
+export function installAuthentication(app: FastifyInstance, auth: Authenticator): void {
+  app.decorateRequest('actor', null);
+  app.decorateRequest('caller', null);
+  app.addHook('onRequest', async (req) => {
+    const need = req.routeOptions.config.auth;
+    if (!need) return;
+    const socket = req.raw.socket as TLSSocket;
+    const who = auth.identityOf(socket);
+    req.actor = ref(who.kind, who.id);
+    req.caller = await auth.authenticate(socket, need.kinds, {
+      ...(need.allowSuperseded ? { allowSuperseded: true } : {}),
+    });
+  });
+}
+
+/** The caller onRequest authenticated; a route without `config.auth` that asks fails closed (500). */
+export function callerOf(req: FastifyRequest): Identity {
+  if (!req.caller)
+    throw new ProvisioningError('INTERNAL', 'internal error', {
+      cause: new Error(`${req.url}: no config.auth`),
+    });
+  return req.caller;
+}
+
+const STATION: RouteAuth = { kinds: ['station'] };
+const OPERATOR: RouteAuth = { kinds: ['operator'] };
+/** Free text compared against a text column: no control characters (PostgreSQL cannot hold NUL). */
+const NO_CONTROLS = '^[^\\u0000-\\u001f\\u007f]*$';
 
 export const EST_CSR_TYPES = ['application/pkcs10'];
 const EST_CSR_MAX = 64 * 1024;
@@ -84,21 +129,8 @@ const KIND_PATHS: Record<'stations' | 'services' | 'operators', PrincipalKind> =
 export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const { ca, registry, auth, enrollment, issuance, crl } = deps;
   const actions = deps.actions ?? new OperatorActions(registry, auth, crl);
-  app.decorateRequest('actor', null);
   // Only the types each route declares: no text/plain fallback.
   app.removeContentTypeParser('text/plain');
-
-  /** Authenticates the peer and requires one of `kinds`; remembers the actor for the refusal audit. */
-  const caller = async (
-    req: FastifyRequest,
-    kinds: readonly IdentityKind[],
-    opts: { allowSuperseded?: boolean } = {},
-  ): Promise<Identity> => {
-    const socket = req.raw.socket as TLSSocket;
-    const who = auth.identityOf(socket);
-    req.actor = ref(who.kind, who.id);
-    return auth.authenticate(socket, kinds, opts);
-  };
 
   app.addContentTypeParser(EST_CSR_TYPES, { parseAs: 'string', bodyLimit: EST_CSR_MAX }, (_req, body, done) =>
     done(null, body),
@@ -111,7 +143,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post(
     '/v1/enrollments',
     {
-      config: { action: 'device.enroll' },
+      config: { action: 'device.enroll', auth: STATION },
       schema: {
         tags: ['enrollment'],
         summary: 'Enroll one device (station certificate). Idempotent for the same device id and key.',
@@ -135,7 +167,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
-      const station = await caller(req, ['station']);
+      const station = callerOf(req);
       const body = req.body as { deviceId: string; product: string; fleet?: string; csr: string };
       const r = await enrollment.enroll(station, body);
       return reply
@@ -147,7 +179,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post(
     '/v1/enrollments/batch',
     {
-      config: { action: 'device.enroll' },
+      config: { action: 'device.enroll', auth: STATION },
       schema: {
         tags: ['enrollment'],
         summary:
@@ -157,7 +189,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
-      const station = await caller(req, ['station']);
+      const station = callerOf(req);
       if (!(req.body instanceof Readable)) {
         throw new ProvisioningError(
           'CONTENT_TYPE_UNSUPPORTED',
@@ -198,7 +230,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   );
 
   const simpleenroll = async (req: FastifyRequest<{ Params: { label?: string } }>, reply: FastifyReply) => {
-    const station = await caller(req, ['station']);
+    const station = callerOf(req);
     const csr = estCsr(req.body);
     // EST carries no device id but the CSR: the subject CN is the device id (RFC 7030 §4.2.1).
     const cn = checkCsr(csr).commonName;
@@ -218,23 +250,24 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     const r = await enrollment.enroll(station, { deviceId: cn, product, csr });
     return estReply(reply, [r.der, ...r.chain]);
   };
-  const estEnrollOpts = (summary: string, action: string) => ({
-    config: { action },
+  const estEnrollOpts = (summary: string, action: string, auth: RouteAuth) => ({
+    config: { action, auth },
     schema: { tags: ['est'], summary, consumes: EST_CSR_TYPES },
   });
   app.post(
     '/.well-known/est/simpleenroll',
-    estEnrollOpts('EST enroll (station certificate)', 'device.enroll'),
+    estEnrollOpts('EST enroll (station certificate)', 'device.enroll', STATION),
     simpleenroll,
   );
   app.post(
     '/.well-known/est/:label/simpleenroll',
-    estEnrollOpts('EST enroll with the product as label (station certificate)', 'device.enroll'),
+    estEnrollOpts('EST enroll with the product as label (station certificate)', 'device.enroll', STATION),
     simpleenroll,
   );
 
+  const REENROLL: RouteAuth = { kinds: ['device'], allowSuperseded: true };
   const simplereenroll = async (req: FastifyRequest, reply: FastifyReply) => {
-    const device = await caller(req, ['device'], { allowSuperseded: true });
+    const device = callerOf(req);
     const csr = estCsr(req.body);
     let checked: ReturnType<typeof checkCsr>;
     try {
@@ -271,25 +304,29 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   };
   app.post(
     '/.well-known/est/simplereenroll',
-    estEnrollOpts('EST re-enroll (the device certificate; the old one is superseded)', 'device.reenroll'),
+    estEnrollOpts(
+      'EST re-enroll (the device certificate; the old one is superseded)',
+      'device.reenroll',
+      REENROLL,
+    ),
     simplereenroll,
   );
   app.post(
     '/.well-known/est/:label/simplereenroll',
-    estEnrollOpts('EST re-enroll with a label', 'device.reenroll'),
+    estEnrollOpts('EST re-enroll with a label', 'device.reenroll', REENROLL),
     simplereenroll,
   );
 
   app.get(
     '/.well-known/est/csrattrs',
     {
+      config: { auth: { kinds: ['station', 'device', 'operator', 'service'] } },
       schema: {
         tags: ['est'],
         summary: 'CSR attributes (RFC 7030 §4.5): a P-256 key signed with ECDSA SHA-256',
       },
     },
-    async (req, reply) => {
-      await caller(req, ['station', 'device', 'operator', 'service']);
+    async (_req, reply) => {
       // CsrAttrs ::= SEQUENCE OF AttrOrOID: ecdsa-with-SHA256, and ecPublicKey on prime256v1.
       const attrs = der.seq(
         der.oid(OID.ecdsaWithSHA256),
@@ -304,13 +341,12 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 
   // ---------------------------------------------------------------------------------- operator: devices
 
-  const op = (req: FastifyRequest) => caller(req, ['operator']);
   const actorOf = (who: Identity) => ref(who.kind, who.id);
 
   app.get(
     '/v1/devices',
     {
-      config: { action: 'device.list' },
+      config: { action: 'device.list', auth: OPERATOR },
       schema: {
         tags: ['operator'],
         summary: 'List devices (operator)',
@@ -324,7 +360,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
             station: id,
             enrolledFrom: { type: 'string', format: 'date-time' },
             enrolledTo: { type: 'string', format: 'date-time' },
-            expiringWithinDays: { type: 'number', minimum: 0 },
+            expiringWithinDays: { type: 'number', minimum: 0, maximum: 36500 },
             limit: { type: 'integer', minimum: 1, maximum: 1000 },
             cursor: id,
           },
@@ -333,7 +369,6 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req) => {
-      await op(req);
       const q = req.query as Record<string, string | number | undefined>;
       return registry.listDevices({
         status: q['status'] as SubjectStatus | undefined,
@@ -352,11 +387,10 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/v1/devices/:id',
     {
-      config: { action: 'device.show' },
+      config: { action: 'device.show', auth: OPERATOR },
       schema: { tags: ['operator'], summary: 'One device with its certificates and presence', response: err },
     },
     async (req) => {
-      await op(req);
       const { id: deviceId } = req.params as { id: string };
       assertValidId(deviceId, 'device id');
       const d = await registry.getDevice(deviceId);
@@ -368,7 +402,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post(
     '/v1/devices',
     {
-      config: { action: 'device.issue' },
+      config: { action: 'device.issue', auth: OPERATOR },
       schema: {
         tags: ['operator'],
         summary:
@@ -393,7 +427,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
-      const who = await op(req);
+      const who = callerOf(req);
       const body = req.body as { id: string; product: string; fleet?: string; csr: string };
       const r = await issuance.issueDevice({
         id: body.id,
@@ -415,7 +449,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     app.post(
       `/v1/devices/:id/${action}`,
       {
-        config: { action: `device.${action}` },
+        config: { action: `device.${action}`, auth: OPERATOR },
         schema: {
           tags: ['operator'],
           summary: `${action[0]!.toUpperCase()}${action.slice(1)} a device`,
@@ -424,7 +458,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
       async (req) => {
-        const who = await op(req);
+        const who = callerOf(req);
         const { id: deviceId } = req.params as { id: string };
         assertValidId(deviceId, 'device id');
         return actions.device(actorOf(who), deviceId, action, {
@@ -440,13 +474,13 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     const createProps: Record<string, unknown> = { id };
     if (kind === 'station') {
       createProps['products'] = { type: 'array', items: id, maxItems: 1000 };
-      createProps['hourlyQuota'] = { type: ['integer', 'null'], minimum: 0 };
+      createProps['hourlyQuota'] = { type: ['integer', 'null'], minimum: 0, maximum: 2_147_483_647 };
     }
     if (kind === 'service') createProps['role'] = id;
     app.post(
       `/v1/${path}`,
       {
-        config: { action: `${kind}.create` },
+        config: { action: `${kind}.create`, auth: OPERATOR },
         schema: {
           tags: ['operator'],
           summary: `Create a ${kind}`,
@@ -455,7 +489,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
       async (req, reply) => {
-        const who = await op(req);
+        const who = callerOf(req);
         const b = req.body as { id: string; products?: string[]; hourlyQuota?: number | null; role?: string };
         assertValidId(b.id, `${kind} id`);
         const row = await registry.createPrincipal(
@@ -475,7 +509,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     app.get(
       `/v1/${path}`,
       {
-        config: { action: `${kind}.list` },
+        config: { action: `${kind}.list`, auth: OPERATOR },
         schema: {
           tags: ['operator'],
           summary: `List ${path}`,
@@ -492,7 +526,6 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
       async (req) => {
-        await op(req);
         const q = req.query as { status?: SubjectStatus; limit?: number; cursor?: string };
         return registry.listPrincipals({ kind, ...q });
       },
@@ -501,11 +534,10 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     app.get(
       `/v1/${path}/:id`,
       {
-        config: { action: `${kind}.show` },
+        config: { action: `${kind}.show`, auth: OPERATOR },
         schema: { tags: ['operator'], summary: `One ${kind}`, response: err },
       },
       async (req) => {
-        await op(req);
         return principal(registry, kind, (req.params as { id: string }).id);
       },
     );
@@ -513,7 +545,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
     app.post(
       `/v1/${path}/:id/certificates`,
       {
-        config: { action: `${kind}.issue` },
+        config: { action: `${kind}.issue`, auth: OPERATOR },
         schema: {
           tags: ['operator'],
           summary: `Issue a certificate to a ${kind} for the key in its CSR`,
@@ -527,7 +559,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
       async (req, reply) => {
-        const who = await op(req);
+        const who = callerOf(req);
         const p = await principal(registry, kind, (req.params as { id: string }).id);
         const r = await issuance.issuePrincipal(
           principalSubject(p),
@@ -552,7 +584,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       app.patch(
         '/v1/stations/:id',
         {
-          config: { action: 'station.scope' },
+          config: { action: 'station.scope', auth: OPERATOR },
           schema: {
             tags: ['operator'],
             summary: "Set a station's product scope and/or hourly quota",
@@ -566,7 +598,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
           },
         },
         async (req) => {
-          const who = await op(req);
+          const who = callerOf(req);
           const { id: stationId } = req.params as { id: string };
           assertValidId(stationId, 'station id');
           const b = req.body as { products?: string[] | null; hourlyQuota?: number | null };
@@ -602,7 +634,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       app.post(
         `/v1/${path}/:id/${action}`,
         {
-          config: { action: `${kind}.${action}` },
+          config: { action: `${kind}.${action}`, auth: OPERATOR },
           schema: {
             tags: ['operator'],
             summary: `${action[0]!.toUpperCase()}${action.slice(1)} a ${kind}${kind === 'station' && action === 'revoke' ? ', optionally with the devices it enrolled in a time window' : ''}`,
@@ -611,7 +643,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
           },
         },
         async (req) => {
-          const who = await op(req);
+          const who = callerOf(req);
           const { id: pid } = req.params as { id: string };
           assertValidId(pid, `${kind} id`);
           const body = (req.body ?? {}) as { reason?: string; cascade?: { from: string; to?: string } };
@@ -636,7 +668,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/v1/audit',
     {
-      config: { action: 'audit.list' },
+      config: { action: 'audit.list', auth: OPERATOR },
       schema: {
         tags: ['operator'],
         summary: 'The audit log, newest first',
@@ -644,9 +676,9 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
           type: 'object',
           additionalProperties: false,
           properties: {
-            actor: { type: 'string', maxLength: 200 },
-            subject: { type: 'string', maxLength: 200 },
-            action: { type: 'string', maxLength: 100 },
+            actor: { type: 'string', maxLength: 200, pattern: NO_CONTROLS },
+            subject: { type: 'string', maxLength: 200, pattern: NO_CONTROLS },
+            action: { type: 'string', maxLength: 100, pattern: NO_CONTROLS },
             from: { type: 'string', format: 'date-time' },
             to: { type: 'string', format: 'date-time' },
             limit: { type: 'integer', minimum: 1, maximum: 1000 },
@@ -657,7 +689,6 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req) => {
-      await op(req);
       const q = req.query as Record<string, string | number | undefined>;
       return registry.listAudit({
         actor: q['actor'] as string | undefined,
@@ -674,7 +705,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/v1/certificates/expiring',
     {
-      config: { action: 'certificate.expiring' },
+      config: { action: 'certificate.expiring', auth: OPERATOR },
       schema: {
         tags: ['operator'],
         summary:
@@ -692,7 +723,6 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     async (req) => {
-      await op(req);
       const q = req.query as { days?: number; limit?: number; cursor?: string };
       return registry.expiringCertificates({ withinDays: q.days ?? 30, limit: q.limit, cursor: q.cursor });
     },

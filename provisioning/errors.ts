@@ -47,6 +47,8 @@ export const PROVISIONING_ERRORS = defineErrors('provisioning', {
   PRINCIPAL_NOT_FOUND: { status: 404, message: 'no such principal' },
   ROUTE_NOT_FOUND: { status: 404, message: 'no such route' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not take this method' },
+  URL_INVALID: { status: 400, message: 'the URL is malformed (bad percent-encoding)' },
+  URL_TOO_LONG: { status: 414, message: 'a path segment is longer than the router takes' },
   BODY_MALFORMED_JSON: { status: 400, message: 'the body is not valid JSON' },
   BODY_INVALID: {
     status: 400,

@@ -1,5 +1,5 @@
 /** What both Fastify apps share: one error shape with stable codes, and Fastify's own errors mapped to ours. */
-import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { FleetError } from '../pki/errors.ts';
 import { type Registry, ref } from '../registry/index.ts';
 import { ProvisioningError, toFleetError } from './errors.ts';
@@ -34,6 +34,14 @@ export function mapError(err: unknown): FleetError {
           cause: err,
         },
       );
+    case 'FST_ERR_BAD_URL':
+      return new ProvisioningError('URL_INVALID', 'the URL is malformed (bad percent-encoding)', {
+        cause: err,
+      });
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new ProvisioningError('URL_TOO_LONG', 'a path segment is longer than the router takes', {
+        cause: err,
+      });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new ProvisioningError('BODY_INVALID', 'the body length disagrees with Content-Length', {
         cause: err,
@@ -70,6 +78,16 @@ export function installErrorHandling(app: FastifyInstance, registry?: Registry):
         error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` },
       }),
   );
+}
+
+/**
+ * Fastify's `frameworkErrors`: what its router refuses before any route or hook runs (a bad percent-encoding,
+ * a path parameter over maxParamLength) gets our error shape and code too, not Fastify's own body.
+ */
+export function frameworkErrors(err: Error, req: FastifyRequest, reply: FastifyReply): void {
+  const fe = mapError(err);
+  req.log.info({ event: 'request_refused', code: fe.code }, fe.message);
+  reply.code(fe.httpStatus).type('application/json; charset=utf-8').send({ error: fe.toPublic() });
 }
 
 /** JSON schema of the error answer, for the OpenAPI document. */

@@ -18,11 +18,11 @@ import { attachConsole, type ConsoleServer } from '../console/index.ts';
 import type { CertificateAuthority } from '../pki/ca.ts';
 import { certToPem } from '../pki/x509.ts';
 import type { Registry } from '../registry/index.ts';
-import { registerApiRoutes } from './api.ts';
+import { installAuthentication, registerApiRoutes } from './api.ts';
 import { Authenticator } from './auth.ts';
 import { CrlPublisher } from './crl.ts';
 import { Enrollment } from './enroll.ts';
-import { installErrorHandling } from './http.ts';
+import { frameworkErrors, installErrorHandling } from './http.ts';
 import { Issuance } from './issuance.ts';
 import { OcspResponder } from './ocsp.ts';
 import { OperatorActions } from './operator-actions.ts';
@@ -145,6 +145,7 @@ export async function buildProvisioning(
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit ?? 64 * 1024,
     forceCloseConnections: true,
+    frameworkErrors,
     schemaController,
     https: {
       ...tls,
@@ -162,6 +163,7 @@ export async function buildProvisioning(
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024,
     forceCloseConnections: true,
+    frameworkErrors,
     schemaController,
   }) as unknown as FastifyInstance;
 
@@ -185,6 +187,7 @@ export async function buildProvisioning(
   });
   installErrorHandling(api, registry);
   installErrorHandling(pub, registry);
+  installAuthentication(api, auth);
   registerHealth(api, registry);
   const actions = new OperatorActions(registry, auth, crl);
   registerApiRoutes(api, {
@@ -199,15 +202,14 @@ export async function buildProvisioning(
     rotationGraceMs: Math.round((config.rotationGraceHours ?? 24) * 3600_000),
     ...(config.batchChunkLines ? { batchChunkLines: config.batchChunkLines } : {}),
   });
-  api.get('/openapi.json', { schema: { hide: true } }, async (req) => {
-    await auth.authenticate(req.raw.socket as import('node:tls').TLSSocket, [
-      'operator',
-      'station',
-      'device',
-      'service',
-    ]);
-    return api.swagger();
-  });
+  api.get(
+    '/openapi.json',
+    {
+      config: { auth: { kinds: ['operator', 'station', 'device', 'service'] } },
+      schema: { hide: true },
+    },
+    async () => api.swagger(),
+  );
   registerPublicRoutes(pub, { ca, registry, crl, ocsp, openapi: () => api.swagger() });
   const consolePart = await attachConsole(api, config.console, {
     ca,

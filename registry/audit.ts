@@ -7,7 +7,7 @@ import type { Db } from './db.ts';
 import { type AuditRow, auditLog } from './schema.ts';
 import { BULK_CHUNK, chunks, exec, page, textArray } from './sql.ts';
 import type { AuditFilter, NewAuditEntry, Page } from './types.ts';
-import { assertDate, checkAuditEntry, checkLimit, invalid } from './validation.ts';
+import { assertDate, checkAuditEntry, checkLimit, checkText, invalid } from './validation.ts';
 
 /** `<kind>:<id>`, the form actors and subjects take in the audit log. Ids never contain ':'. */
 export function ref(kind: string, id: string): string {
@@ -96,9 +96,10 @@ export async function appendAudit(db: Db, entry: NewAuditEntry): Promise<AuditRo
 export async function listAudit(db: Db, filter: AuditFilter): Promise<Page<AuditRow>> {
   const limit = checkLimit(filter.limit);
   const where: SQL[] = [];
-  if (filter.actor !== undefined) where.push(eq(auditLog.actor, filter.actor));
-  if (filter.subject !== undefined) where.push(eq(auditLog.subject, filter.subject));
-  if (filter.action !== undefined) where.push(eq(auditLog.action, filter.action));
+  if (filter.actor !== undefined) where.push(eq(auditLog.actor, checkText(filter.actor, 'actor', 200)));
+  if (filter.subject !== undefined)
+    where.push(eq(auditLog.subject, checkText(filter.subject, 'subject', 200)));
+  if (filter.action !== undefined) where.push(eq(auditLog.action, checkText(filter.action, 'action', 100)));
   if (filter.from !== undefined) {
     assertDate(filter.from, 'from');
     where.push(gte(auditLog.at, filter.from));

@@ -38,6 +38,7 @@ import {
   checkLimit,
   checkProducts,
   checkQuota,
+  checkRole,
   invalid,
 } from './validation.ts';
 
@@ -305,7 +306,7 @@ export function principalInsert(p: NewPrincipal): typeof principals.$inferInsert
     id: p.id,
     products: p.kind === 'station' ? checkProducts(p.products) : null,
     hourlyQuota: p.kind === 'station' ? checkQuota(p.hourlyQuota) : null,
-    role: p.kind === 'service' ? (p.role ?? null) : null,
+    role: p.kind === 'service' ? checkRole(p.role) : null,
   };
 }
 

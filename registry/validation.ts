@@ -58,7 +58,7 @@ export function assertDate(v: unknown, what: string): asserts v is Date {
 }
 
 export function assertActor(actor: unknown): asserts actor is string {
-  if (typeof actor !== 'string' || actor.length === 0 || actor.length > 200) {
+  if (typeof actor !== 'string' || actor.length === 0 || actor.length > 200 || CONTROL.test(actor)) {
     throw invalid('actor must be a non-empty string of at most 200 characters', { field: 'actor' });
   }
 }
@@ -98,12 +98,41 @@ export function checkLimit(limit: number | undefined, dflt = 100): number {
   return Math.min(limit, MAX_LIMIT);
 }
 
+/**
+ * The most days ahead a query may look (100 years, as the API's `days`). Beyond it `now() + n days` leaves
+ * PostgreSQL's timestamp range (`expiringWithinDays=1e20` was a 500): refused here, before any SQL.
+ */
+export const MAX_DAYS = 36500;
+
 /** A number of days ahead (expiring certificates); `what` names the field. */
 export function checkDays(days: unknown, what: string): number {
-  if (typeof days !== 'number' || !Number.isFinite(days) || days < 0) {
-    throw invalid(`${what} must be a non-negative number`, { field: what });
+  if (typeof days !== 'number' || !Number.isFinite(days) || days < 0 || days > MAX_DAYS) {
+    throw invalid(`${what} must be a number of days from 0 to ${MAX_DAYS}`, { field: what });
   }
   return days;
+}
+
+/** C0 controls and DEL: PostgreSQL text cannot hold NUL, and none of them belongs in a name or filter. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * A free-text value compared against a text column (an audit filter): a string of at most `max`
+ * characters without control characters. A NUL byte reached PostgreSQL and came back as a 500.
+ */
+export function checkText(v: unknown, what: string, max: number): string {
+  if (typeof v !== 'string' || v.length > max || CONTROL.test(v)) {
+    throw invalid(`${what} must be a string of at most ${max} characters without control characters`, {
+      field: what,
+    });
+  }
+  return v;
+}
+
+/** A service's role fills `${role}` in topic rules: it follows the id rules (no `/`, `+`, `#`, controls). */
+export function checkRole(role: unknown): string | null {
+  if (role === undefined || role === null) return null;
+  assertId(role, 'service role');
+  return role;
 }
 
 export function checkProducts(products: unknown): string[] | null {
@@ -113,10 +142,13 @@ export function checkProducts(products: unknown): string[] | null {
   return [...new Set(products as string[])];
 }
 
+/** `principals.hourly_quota` is a PostgreSQL integer: above this the insert failed (a 500). */
+export const MAX_QUOTA = 2_147_483_647;
+
 export function checkQuota(q: unknown): number | null {
   if (q === undefined || q === null) return null;
-  if (!Number.isInteger(q) || (q as number) < 0) {
-    throw invalid('hourlyQuota must be a non-negative integer', { field: 'hourlyQuota' });
+  if (!Number.isInteger(q) || (q as number) < 0 || (q as number) > MAX_QUOTA) {
+    throw invalid(`hourlyQuota must be an integer from 0 to ${MAX_QUOTA}`, { field: 'hourlyQuota' });
   }
   return q as number;
 }
@@ -169,6 +201,8 @@ export function checkCertificate(c: NewCertificate, what: string): void {
 export function checkAuditEntry(entry: NewAuditEntry): void {
   assertActor(entry.actor);
   if (typeof entry.action !== 'string' || entry.action.length === 0) throw invalid('action is missing');
+  checkText(entry.action, 'action', 100);
+  if (entry.subject !== undefined && entry.subject !== null) checkText(entry.subject, 'subject', 200);
   if (!AUDIT_OUTCOMES.includes(entry.outcome))
     throw invalid(`outcome must be one of ${AUDIT_OUTCOMES.join(', ')}`);
 }
