@@ -78,11 +78,16 @@ function toCertId(c: CertIdValue): CertId {
   if (c.issuerNameHash.length !== len || c.issuerKeyHash.length !== len)
     malformed(`CertID hashes must be ${len} bytes for ${hashAlgorithm}`);
   if (c.serialNumber.length > 21) malformed('bad serial number length');
+  const serial = canonicalSerial(c.serialNumber.toString('hex')) ?? malformed('bad serial number');
+  // RFC 5280 §4.1.2.2: a serial is at most 20 octets. 21 content octets are allowed above for a 00 sign
+  // octet only; a 21-octet value no CA may issue went on to the registry lookup and came back as a JSON
+  // 400 where RFC 6960 §2.3 says malformedRequest.
+  if (serial.length > 40) malformed('the serial number is longer than 20 octets (RFC 5280 §4.1.2.2)');
   return Object.freeze({
     hashAlgorithm,
     issuerNameHash: Buffer.from(c.issuerNameHash),
     issuerKeyHash: Buffer.from(c.issuerKeyHash),
-    serial: canonicalSerial(c.serialNumber.toString('hex')) ?? malformed('bad serial number'),
+    serial,
     der: Buffer.from(c.der),
   });
 }

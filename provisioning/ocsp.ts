@@ -45,17 +45,25 @@ export class OcspResponder {
     if (!issuer) return buildOcspError('unauthorized');
     const now = new Date(Math.floor(Date.now() / 1000) * 1000);
     const nextUpdate = new Date(now.getTime() + OCSP_VALIDITY_MS);
-    const responses: OcspSingleResponse[] = await Promise.all(
-      parsed.certIds.map(async (certId) => ({
-        certId,
-        status:
-          findIssuerForCertId(certId, [issuer]) === issuer
-            ? await this.status(certId.serial, issuer.role)
-            : ('unknown' as const),
-        thisUpdate: now,
-        nextUpdate,
-      })),
-    );
+    let responses: OcspSingleResponse[];
+    try {
+      responses = await Promise.all(
+        parsed.certIds.map(async (certId) => ({
+          certId,
+          status:
+            findIssuerForCertId(certId, [issuer]) === issuer
+              ? await this.status(certId.serial, issuer.role)
+              : ('unknown' as const),
+          thisUpdate: now,
+          nextUpdate,
+        })),
+      );
+    } catch (err) {
+      // RFC 6960 §2.3: a responder that cannot answer says internalError, as an OCSP response; never an
+      // HTTP error page an OCSP client cannot read.
+      this.log.error({ event: 'ocsp_lookup_failed', err }, 'OCSP status lookup failed');
+      return buildOcspError('internalError');
+    }
     return buildOcspResponse({
       issuer,
       responses,

@@ -7,5 +7,6 @@ import { acl } from './acl.ts';
 import { connectionAbuse } from './connection-abuse.ts';
 import { incidents } from './incidents.ts';
 import { mtlsRefusal } from './mtls-refusal.ts';
+import { ocspCrlFuzz } from './ocsp-crl-fuzz.ts';
 
-export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, incidents, connectionAbuse, acl];
+export const AREAS: readonly AdversarialArea[] = [mtlsRefusal, incidents, connectionAbuse, acl, ocspCrlFuzz];
