@@ -99,10 +99,11 @@ export function checkLimit(limit: number | undefined, dflt = 100): number {
 }
 
 /**
- * The most days ahead a query may look (100 years, as the API's `days`). Beyond it `now() + n days` leaves
- * PostgreSQL's timestamp range (`expiringWithinDays=1e20` was a 500): refused here, before any SQL.
+ * The most days ahead a query may look (about 2,700 years: more than any certificate lives, far inside
+ * PostgreSQL's timestamp range, which `now() + n days` left for `expiringWithinDays=1e20`, a 500). Refused
+ * here, before any SQL. The API takes at most 36,500 (100 years) in its query strings.
  */
-export const MAX_DAYS = 36500;
+export const MAX_DAYS = 1_000_000;
 
 /** A number of days ahead (expiring certificates); `what` names the field. */
 export function checkDays(days: unknown, what: string): number {
