@@ -16,6 +16,7 @@ import type { ErrorDeclaration, ErrorTable } from '../pki/error-scheme.ts';
 import { PKI_ERRORS } from '../pki/errors.ts';
 import { PROVISIONING_ERRORS } from '../provisioning/errors.ts';
 import { REGISTRY_ERRORS } from '../registry/errors.ts';
+import { RUNTIME_ERRORS } from '../runtime/errors.ts';
 import { CLI_ERRORS } from './errors.ts';
 
 /** Every part's table, lowest part first (the order of the catalogue). */
@@ -26,6 +27,7 @@ export const ERROR_TABLES: readonly ErrorTable<string>[] = [
   BROKER_ERRORS,
   PROVISIONING_ERRORS,
   CONSOLE_ERRORS,
+  RUNTIME_ERRORS,
   SIM_ERRORS,
   CLI_ERRORS,
 ];

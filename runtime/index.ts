@@ -5,7 +5,7 @@
  * CLI, the tests and the benchmarks, which import it.
  */
 
-export { RUNTIME_ERROR_CODES, RuntimeError } from './errors.ts';
+export { RUNTIME_ERRORS, RuntimeError } from './errors.ts';
 export { type InitResult, initDataDir } from './init.ts';
 export { openLocalCa, openRuntime, type Runtime, withRegistry } from './open.ts';
 export { assertPortsFree, portsOf } from './ports.ts';
