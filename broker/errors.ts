@@ -71,6 +71,10 @@ export const BROKER_ERRORS = defineErrors('broker', {
   BROKER_CONNECT_SUSPENDED: { connack: NOT_AUTHORIZED, message: 'the subject is suspended' },
   BROKER_CONNECT_REVOKED: { connack: NOT_AUTHORIZED, message: 'the subject is revoked' },
   BROKER_CONNECT_CERTIFICATE_REVOKED: { connack: NOT_AUTHORIZED, message: 'the certificate is revoked' },
+  BROKER_CONNECT_CERTIFICATE_SUPERSEDED: {
+    connack: NOT_AUTHORIZED,
+    message: 'the certificate was superseded by a newer one and its grace period is over',
+  },
   BROKER_CONNECT_WILL_DENIED: {
     connack: NOT_AUTHORIZED,
     message: 'the policy denies a publish to the will topic',
